@@ -1,0 +1,227 @@
+package mongolock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// maxAttempts bounds how often one operation is sent when its outcome is
+// unknown (a network error or timeout after the request may have been
+// applied). Retries reuse the acquisition's token, which makes them
+// idempotent: see store.acquire and store.release.
+const maxAttempts = 3
+
+// abandonTimeout bounds the best-effort release of an acquisition whose
+// outcome stayed unknown, so that a lost reply does not leak the lock.
+const abandonTimeout = 5 * time.Second
+
+// acquisition is a lock this process took: what it needs to release, renew
+// and fence it.
+type acquisition struct {
+	key, owner, token string
+	fence             int64
+	expire            time.Duration // 0: never expires
+	deadline          time.Time     // local reading after which it may be lost; zero: never
+}
+
+// waitMode says what an acquisition does while the lock is held elsewhere.
+type waitMode int
+
+const (
+	waitTimeout waitMode = iota // retry until Timeout passes; no Timeout: one attempt
+	waitForever                 // retry until Timeout passes; no Timeout: until ctx ends
+	waitNever                   // one attempt, whatever Timeout says
+)
+
+// acquire takes key for owner, waiting as mode says. It returns errHeld if
+// the lock stayed held by another acquisition.
+func (c *Client) acquire(ctx context.Context, key, owner string, cfg lockConfig, mode waitMode) (*acquisition, error) {
+	if err := c.checkOpen(); err != nil {
+		return nil, err
+	}
+	if err := validKey(key); err != nil {
+		return nil, err
+	}
+	if err := validOwner(owner); err != nil {
+		return nil, err
+	}
+	token := newToken()
+	var timer <-chan time.Time
+	if cfg.timeout > 0 && mode != waitNever {
+		t := time.NewTimer(cfg.timeout)
+		defer t.Stop()
+		timer = t.C
+	}
+	timedOut := false
+	for {
+		acq, err := c.attempt(ctx, key, owner, token, cfg.expire)
+		if !errors.Is(err, errHeld) {
+			return acq, err
+		}
+		if timedOut || mode == waitNever || (mode == waitTimeout && timer == nil) {
+			return nil, errHeld
+		}
+		wait := time.NewTimer(jitter(c.cfg.retryInterval))
+		select {
+		case <-ctx.Done():
+			wait.Stop()
+			return nil, fmt.Errorf("mongolock: waiting for lock %q: %w", key, ctx.Err())
+		case <-timer:
+			timedOut = true // one last attempt at the deadline
+		case <-wait.C:
+		}
+		wait.Stop()
+	}
+}
+
+// attempt makes one attempt to take key. An attempt whose outcome is
+// unknown is resent with the same token; if the outcome stays unknown, the
+// lock is released by token (best effort) so it cannot leak.
+func (c *Client) attempt(ctx context.Context, key, owner, token string, expire time.Duration) (*acquisition, error) {
+	unknown := false
+	for n := 1; ; n++ {
+		now, err := c.clock.Now(ctx)
+		if err != nil {
+			if unknown {
+				c.abandon(ctx, key, token)
+			}
+			return nil, err
+		}
+		fence := c.fenceCandidate(now)
+		before, err := c.store.acquire(ctx, key, owner, token, now, expire, fence)
+		var docErr *DocumentError
+		switch {
+		case err == nil, errors.As(err, &docErr):
+			// Taken. (A before-image this package cannot read means the old
+			// document had a free shape it did not write; it is now replaced.)
+			return c.settle(ctx, key, owner, token, now, expire, fence, before)
+		case errors.Is(err, errHeld):
+			return nil, errHeld
+		case outcomeUnknown(err) && n < maxAttempts && ctx.Err() == nil:
+			unknown = true
+			continue
+		}
+		if unknown || outcomeUnknown(err) {
+			c.abandon(ctx, key, token)
+		}
+		return nil, fmt.Errorf("mongolock: acquiring %q: %w", key, err)
+	}
+}
+
+// settle finishes an acquisition: its fence is the candidate when that is
+// above the fence stored before, and otherwise one more than the stored
+// fence, written by a second (rare) round trip. Either way it is strictly
+// greater than every fence the key had before.
+func (c *Client) settle(ctx context.Context, key, owner, token string, now serverTime, expire time.Duration, fence int64, before *lockDoc) (*acquisition, error) {
+	if before != nil && before.Fence >= fence {
+		fence = before.Fence + 1
+		ok, _, err := c.retry(ctx, func(ctx context.Context) (bool, error) {
+			return c.store.raiseFence(ctx, key, token, fence)
+		})
+		if err != nil || !ok {
+			c.abandon(ctx, key, token)
+			if err == nil {
+				err = fmt.Errorf("%w: lost before its fence was raised", ErrNotHeld)
+			}
+			return nil, fmt.Errorf("mongolock: acquiring %q: %w", key, err)
+		}
+	}
+	c.noteFence(fence)
+	return &acquisition{
+		key: key, owner: owner, token: token, fence: fence, expire: expire,
+		deadline: localDeadline(now, expire),
+	}, nil
+}
+
+// localDeadline is the local reading until which a lock written with expiry
+// now.at+expire is surely still valid: the server cannot have passed the
+// stored expiry before then, allowing for the estimate's error and for drift
+// over the lease.
+func localDeadline(now serverTime, expire time.Duration) time.Time {
+	if expire == 0 {
+		return time.Time{}
+	}
+	margin := now.err + time.Duration(float64(expire)*maxDrift)
+	return now.local.Add(expire - margin)
+}
+
+// fenceCandidate proposes a fence: the estimated server time in
+// microseconds, and above every candidate this Client proposed before.
+func (c *Client) fenceCandidate(now serverTime) int64 {
+	f := now.at.UnixMicro()
+	for {
+		last := c.lastFence.Load()
+		if f <= last {
+			f = last + 1
+		}
+		if c.lastFence.CompareAndSwap(last, f) {
+			return f
+		}
+	}
+}
+
+func (c *Client) noteFence(f int64) {
+	for {
+		last := c.lastFence.Load()
+		if f <= last || c.lastFence.CompareAndSwap(last, f) {
+			return
+		}
+	}
+}
+
+// abandon releases, by token and best effort, an acquisition whose outcome
+// is unknown or that could not be completed. It tries once within the
+// caller's ctx if that is still live; otherwise, or if that fails, it hands
+// the release to a goroutine owned by the Client (bounded by abandonTimeout
+// and stopped by Close), so the caller gets its error without waiting for
+// a server that does not answer.
+func (c *Client) abandon(ctx context.Context, key, token string) {
+	release := func(ctx context.Context) error {
+		_, _, err := c.retry(ctx, func(ctx context.Context) (bool, error) {
+			return c.store.release(ctx, key, holder{token: token})
+		})
+		return err
+	}
+	if ctx.Err() == nil && release(ctx) == nil {
+		return
+	}
+	c.background(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, abandonTimeout)
+		defer cancel()
+		_ = release(ctx)
+	})
+}
+
+// retry runs op, resending it while its outcome is unknown, up to
+// maxAttempts times. It returns op's last answer and whether any attempt
+// ended with an unknown outcome.
+func (c *Client) retry(ctx context.Context, op func(context.Context) (bool, error)) (ok, unknown bool, err error) {
+	for n := 1; ; n++ {
+		ok, err = op(ctx)
+		if err == nil || !outcomeUnknown(err) || n >= maxAttempts || ctx.Err() != nil {
+			return ok, unknown, err
+		}
+		unknown = true
+	}
+}
+
+// lockedError describes who holds key, for a *LockedError.
+func (c *Client) lockedError(ctx context.Context, key string) error {
+	d, err := c.store.find(ctx, key)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return &LockedError{Key: key}
+	case err != nil:
+		return fmt.Errorf("mongolock: reading lock %q: %w", key, err)
+	}
+	return &LockedError{Key: key, Owner: d.Owner, Since: d.Created, Expires: d.Expire}
+}
+
+// jitter spreads waiters' retries over [d/2, 3d/2), so that waiters that
+// started together do not retry in lockstep.
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d)
+}

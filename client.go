@@ -1,0 +1,228 @@
+package mongolock
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+)
+
+// Client takes and releases locks stored in one MongoDB collection. It is
+// safe for concurrent use. Create it with Connect, New or NewFromCollection.
+type Client struct {
+	cfg   clientConfig
+	store store
+	clock *serverClock
+	owned *mongo.Client // the connection Connect made, disconnected by Close
+
+	// lastFence is the largest fence candidate this Client has proposed, so
+	// its own candidates rise even if a clock refresh moves the estimate back.
+	lastFence atomic.Int64
+	closed    atomic.Bool
+
+	mu   sync.Mutex
+	held map[string]heldLock // owner-named acquisitions made through this Client
+
+	// Background work (releases of abandoned acquisitions) runs under bgCtx
+	// and is waited for by Close.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
+}
+
+// heldLock remembers the token of an owner-named acquisition, so that
+// Release and Touch with the same owner act on that acquisition only.
+type heldLock struct {
+	owner string
+	token string
+}
+
+// Connect connects to the MongoDB deployment at uri and returns a Client
+// that owns the connection; Close disconnects it. It checks that the server
+// answers before returning, so an unreachable server is an error within
+// ctx's deadline (or the driver's server selection timeout). Errors never
+// show the URI's password.
+func Connect(ctx context.Context, uri string, opts ...Option) (*Client, error) {
+	if uri == "" {
+		return nil, argError("uri", "must not be empty (a MongoDB connection string such as mongodb://localhost:27017)")
+	}
+	copts := options.Client().ApplyURI(uri)
+	if err := copts.Validate(); err != nil {
+		return nil, fmt.Errorf("mongolock: connection string %s: %w", RedactURI(uri), redactErr(err, uri))
+	}
+	mc, err := mongo.Connect(copts)
+	if err != nil {
+		return nil, fmt.Errorf("mongolock: connecting to %s: %w", RedactURI(uri), redactErr(err, uri))
+	}
+	if err := mc.Ping(ctx, readpref.Primary()); err != nil {
+		_ = mc.Disconnect(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("mongolock: server %s is unreachable: %w", RedactURI(uri), redactErr(err, uri))
+	}
+	c, err := New(mc, opts...)
+	if err != nil {
+		_ = mc.Disconnect(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	c.owned = mc
+	return c, nil
+}
+
+// New returns a Client that uses the given driver client, with the lock
+// collection WithDatabase/WithCollection (default mongolock.lock). Lock
+// operations use the primary, write concern majority and read concern
+// majority unless WithWriteConcern/WithReadConcern say otherwise. The caller
+// keeps ownership of mc; Close does not disconnect it.
+func New(mc *mongo.Client, opts ...Option) (*Client, error) {
+	if mc == nil {
+		return nil, argError("client", "must not be nil")
+	}
+	cfg, err := buildClientConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	copts := options.Collection().SetReadPreference(readpref.Primary())
+	if cfg.writeConcern != nil {
+		copts.SetWriteConcern(cfg.writeConcern)
+	}
+	if cfg.readConcern != nil {
+		copts.SetReadConcern(cfg.readConcern)
+	}
+	return newClient(mc.Database(cfg.database).Collection(cfg.collection, copts), cfg), nil
+}
+
+// NewFromCollection returns a Client that keeps its locks in coll, with
+// coll's own read preference and read and write concerns. The caller keeps
+// ownership of the connection.
+func NewFromCollection(coll *mongo.Collection, opts ...Option) (*Client, error) {
+	if coll == nil {
+		return nil, argError("collection", "must not be nil")
+	}
+	cfg, err := buildClientConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	return newClient(coll, cfg), nil
+}
+
+func buildClientConfig(opts []Option) (clientConfig, error) {
+	cfg := defaultClientConfig()
+	for _, o := range opts {
+		if o != nil {
+			o(&cfg)
+		}
+	}
+	return cfg, cfg.validate()
+}
+
+func newClient(coll *mongo.Collection, cfg clientConfig) *Client {
+	c := &Client{cfg: cfg, store: store{coll: coll}, held: make(map[string]heldLock)}
+	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
+	c.clock = &serverClock{
+		hello:   c.store.serverLocalTime,
+		now:     cfg.now,
+		refresh: cfg.clockRefresh,
+		maxErr:  cfg.maxClockError,
+	}
+	return c
+}
+
+// Collection returns the collection that holds the locks.
+func (c *Client) Collection() *mongo.Collection { return c.store.coll }
+
+// Close marks the Client closed, waits (until ctx ends) for its background
+// clean-up to finish, and, if Connect created its connection, disconnects
+// it. Locks still held stay held until they are released or expire. Close
+// is safe to call more than once.
+func (c *Client) Close(ctx context.Context) error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	done := make(chan struct{})
+	go func() { c.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		c.bgCancel()
+		<-done
+	}
+	c.bgCancel()
+	if c.owned != nil {
+		if err := c.owned.Disconnect(ctx); err != nil {
+			return fmt.Errorf("mongolock: disconnecting: %w", err)
+		}
+	}
+	return nil
+}
+
+// background runs fn in a goroutine that Close waits for; fn's ctx ends
+// when Close gives up waiting.
+func (c *Client) background(fn func(ctx context.Context)) {
+	c.bg.Add(1)
+	go func() {
+		defer c.bg.Done()
+		fn(c.bgCtx)
+	}()
+}
+
+func (c *Client) checkOpen() error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// RedactURI returns uri with any password replaced by "xxxxx", for logs and
+// error messages. A string that does not parse as a URI is replaced whole.
+func RedactURI(uri string) string {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return "(unparseable connection string)"
+	}
+	if u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+	}
+	return u.String()
+}
+
+// redactErr makes sure an error from the driver does not carry uri's
+// password in its text.
+func redactErr(err error, uri string) error {
+	u, perr := url.Parse(uri)
+	if perr != nil || u.User == nil {
+		return err
+	}
+	if pw, has := u.User.Password(); has && pw != "" {
+		secrets := []string{pw}
+		if esc := url.QueryEscape(pw); esc != pw {
+			secrets = append(secrets, esc)
+		}
+		if esc := url.PathEscape(pw); esc != pw {
+			secrets = append(secrets, esc)
+		}
+		return &redactedError{err: err, secrets: secrets}
+	}
+	return err
+}
+
+type redactedError struct {
+	err     error
+	secrets []string
+}
+
+func (e *redactedError) Error() string {
+	msg := e.err.Error()
+	for _, s := range e.secrets {
+		msg = strings.ReplaceAll(msg, s, "xxxxx")
+	}
+	return msg
+}
+
+func (e *redactedError) Unwrap() error { return e.err }

@@ -1,0 +1,95 @@
+package mongolock
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Sentinel errors. Every error this package returns that has one of these
+// meanings matches it with errors.Is.
+var (
+	// ErrLocked means the lock is held by someone else. The error returned is a
+	// *LockedError that says by whom.
+	ErrLocked = errors.New("mongolock: lock is held by another owner")
+
+	// ErrNotHeld means the caller does not hold the lock it tried to release
+	// or renew: it was never taken, was released, expired, or was taken over
+	// by another holder after expiry.
+	ErrNotHeld = errors.New("mongolock: lock is not held by this owner")
+
+	// ErrNotFound means there is no lock document for the key.
+	ErrNotFound = errors.New("mongolock: no such lock")
+
+	// ErrInvalidArgument means an argument broke a rule. The error returned is
+	// an *ArgumentError that names the argument and the rule.
+	ErrInvalidArgument = errors.New("mongolock: invalid argument")
+
+	// ErrInvalidDocument means a stored lock document does not have the shape
+	// this package writes (for example, expire is a string). The error
+	// returned is a *DocumentError. The document is left as it was.
+	ErrInvalidDocument = errors.New("mongolock: stored lock document has the wrong shape")
+
+	// ErrClosed means the Client was closed.
+	ErrClosed = errors.New("mongolock: client is closed")
+)
+
+// LockedError reports a lock held by someone else. It matches ErrLocked.
+type LockedError struct {
+	Key     string    // the lock's key
+	Owner   string    // the holder's owner name ("" if unknown)
+	Since   time.Time // when the holder took it (server time; zero if unknown)
+	Expires time.Time // when it expires (server time; zero if never or unknown)
+}
+
+func (e *LockedError) Error() string {
+	msg := fmt.Sprintf("mongolock: lock %q is held", e.Key)
+	if e.Owner != "" {
+		msg += fmt.Sprintf(" by %q", e.Owner)
+	}
+	if !e.Since.IsZero() {
+		msg += " since " + e.Since.UTC().Format(time.RFC3339Nano)
+	}
+	if e.Expires.IsZero() {
+		msg += ", never expires"
+	} else {
+		msg += ", expires " + e.Expires.UTC().Format(time.RFC3339Nano)
+	}
+	return msg
+}
+
+// Is reports whether target is ErrLocked.
+func (e *LockedError) Is(target error) bool { return target == ErrLocked }
+
+// ArgumentError reports an argument that broke a rule. It matches
+// ErrInvalidArgument.
+type ArgumentError struct {
+	Arg  string // the argument's name, e.g. "key" or "Expire"
+	Rule string // the rule it broke, e.g. "must not be empty"
+}
+
+func (e *ArgumentError) Error() string {
+	return fmt.Sprintf("mongolock: invalid argument %s: %s", e.Arg, e.Rule)
+}
+
+// Is reports whether target is ErrInvalidArgument.
+func (e *ArgumentError) Is(target error) bool { return target == ErrInvalidArgument }
+
+func argError(arg, rule string, a ...any) error {
+	return &ArgumentError{Arg: arg, Rule: fmt.Sprintf(rule, a...)}
+}
+
+// DocumentError reports a stored lock document of the wrong shape. It
+// matches ErrInvalidDocument.
+type DocumentError struct {
+	Key     string // the lock's key
+	Field   string // the offending field
+	Problem string // what is wrong with it
+}
+
+func (e *DocumentError) Error() string {
+	return fmt.Sprintf("mongolock: stored lock document %q has the wrong shape: field %q %s", e.Key, e.Field, e.Problem)
+}
+
+// Is reports whether target is ErrInvalidDocument.
+func (e *DocumentError) Is(target error) bool { return target == ErrInvalidDocument }

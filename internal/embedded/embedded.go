@@ -1,0 +1,270 @@
+// Package embedded runs FerretDB 1.x in-process, on SQLite, behind a
+// serializing wire-protocol proxy.
+//
+// FerretDB 1.x executes findAndModify as a read followed by a separate write,
+// so two concurrent conditional updates of one document can both succeed. The
+// [wireproxy.Proxy] in front of it forwards one command at a time, which
+// restores per-document atomicity. Clients should use [Server.URI];
+// [Server.DirectURI] bypasses the proxy and exists to demonstrate the
+// difference.
+//
+// The package does not depend on package testing; it backs the test helpers
+// as well as development servers.
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/FerretDB/FerretDB/ferretdb"
+
+	"github.com/mongolock/mongolock/internal/wireproxy"
+)
+
+// newMu serializes calls to ferretdb.New, which writes a package-level
+// variable of FerretDB's version package.
+var newMu sync.Mutex
+
+// defaultStartTimeout bounds Start when its context has no deadline.
+const defaultStartTimeout = 30 * time.Second
+
+// Config configures [Start].
+type Config struct {
+	// Dir is the data directory for the SQLite databases. It is created if
+	// needed and kept by Close. If empty, a temporary directory is used and
+	// removed by Close.
+	Dir string
+
+	// Listen is the proxy's listen address. Empty means "127.0.0.1:0".
+	// FerretDB itself always listens on a random loopback port.
+	Listen string
+
+	// Logger receives FerretDB's logs (which are verbose: every connection
+	// at INFO, every error reply at WARN) and the proxy's debug messages.
+	// Nil discards them.
+	Logger *slog.Logger
+}
+
+// Server is a running FerretDB with a serializing proxy in front of it.
+type Server struct {
+	dir       string
+	removeDir bool
+
+	directAddr string
+	proxy      *wireproxy.Proxy
+
+	cancel  context.CancelFunc
+	runDone chan struct{} // closed when FerretDB's Run returns; nil if not run
+
+	stopOnce    sync.Once
+	stopErr     error
+	cleanupOnce sync.Once
+	cleanupErr  error
+}
+
+// Start starts FerretDB and the proxy and waits until a ping through the
+// proxy succeeds. ctx bounds the start-up only (30 seconds when it has no
+// deadline); the server runs until [Server.Close].
+func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultStartTimeout)
+		defer cancel()
+	}
+
+	s := &Server{}
+
+	defer func() {
+		if err != nil {
+			_ = s.Close(context.Background())
+		}
+	}()
+
+	if err := s.prepareDir(cfg.Dir); err != nil {
+		return nil, err
+	}
+
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+
+	fdb, err := newFerretDB(&ferretdb.Config{
+		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
+		Handler:   "sqlite",
+		SQLiteURL: sqliteURL(s.dir),
+		Logger:    logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	// The listener is already bound: ferretdb.New listens, Run accepts.
+	u, err := url.Parse(fdb.MongoDBURI())
+	if err != nil {
+		return nil, fmt.Errorf("embedded: parse FerretDB URI: %w", err)
+	}
+	s.directAddr = u.Host
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.runDone = make(chan struct{})
+	go func() {
+		defer close(s.runDone)
+		_ = fdb.Run(runCtx) // always nil; returns when runCtx is canceled
+	}()
+
+	s.proxy, err = wireproxy.New(s.directAddr, wireproxy.Options{
+		Listen:    cfg.Listen,
+		Serialize: true,
+		Logger:    cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded: start proxy: %w", err)
+	}
+
+	if err := waitReady(ctx, s.proxy.Addr()); err != nil {
+		return nil, fmt.Errorf("embedded: FerretDB did not answer: %w", err)
+	}
+
+	return s, nil
+}
+
+// prepareDir creates the data directory, or a temporary one if dir is empty.
+func (s *Server) prepareDir(dir string) error {
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "mongolock-ferretdb-*")
+		if err != nil {
+			return fmt.Errorf("embedded: create data directory: %w", err)
+		}
+		s.dir, s.removeDir = tmp, true
+		return nil
+	}
+
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("embedded: data directory %q: %w", dir, err)
+	}
+	if err := os.MkdirAll(abs, 0o750); err != nil {
+		return fmt.Errorf("embedded: create data directory: %w", err)
+	}
+	s.dir = abs
+
+	return nil
+}
+
+// sqliteURL returns FerretDB's SQLiteURL for the directory dir.
+func sqliteURL(dir string) string {
+	u := url.URL{Scheme: "file", Path: filepath.ToSlash(dir) + "/", OmitHost: true}
+	return u.String()
+}
+
+// newFerretDB calls ferretdb.New under newMu.
+func newFerretDB(cfg *ferretdb.Config) (*ferretdb.FerretDB, error) {
+	newMu.Lock()
+	defer newMu.Unlock()
+
+	fdb, err := ferretdb.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: start FerretDB: %w", err)
+	}
+
+	return fdb, nil
+}
+
+// waitReady pings addr until it answers or ctx is done.
+func waitReady(ctx context.Context, addr string) error {
+	for {
+		pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := wireproxy.Ping(pingCtx, addr)
+		cancel()
+		if err == nil {
+			return nil
+		}
+
+		t := time.NewTimer(20 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errors.Join(ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+}
+
+// URI returns the MongoDB URI of the proxy, with directConnection=true.
+// Use it for everything except demonstrating FerretDB's own behaviour.
+func (s *Server) URI() string {
+	return "mongodb://" + s.proxy.Addr() + "/?directConnection=true"
+}
+
+// DirectURI returns the MongoDB URI of FerretDB itself, bypassing the
+// proxy, with directConnection=true. Through it, findAndModify is not atomic.
+func (s *Server) DirectURI() string {
+	return "mongodb://" + s.directAddr + "/?directConnection=true"
+}
+
+// DirectAddr returns FerretDB's own listen address ("host:port").
+func (s *Server) DirectAddr() string {
+	return s.directAddr
+}
+
+// Proxy returns the serializing proxy in front of FerretDB, for fault
+// injection and command counts.
+func (s *Server) Proxy() *wireproxy.Proxy {
+	return s.proxy
+}
+
+// Dir returns the data directory.
+func (s *Server) Dir() string {
+	return s.dir
+}
+
+// Close stops the proxy and FerretDB, waits for their goroutines and removes
+// the data directory if Start created it.
+//
+// FerretDB gives clients still connected to it directly (through DirectURI)
+// up to 3 seconds to disconnect before it drops them, so disconnect those
+// clients first. If ctx ends before FerretDB has stopped, Close returns an
+// error wrapping ctx's error; FerretDB keeps stopping in the background and
+// a later Close waits for it again. Once FerretDB has stopped, further calls
+// return the same result.
+func (s *Server) Close(ctx context.Context) error {
+	s.stopOnce.Do(func() {
+		if s.proxy != nil {
+			if err := s.proxy.Close(); err != nil {
+				s.stopErr = fmt.Errorf("embedded: %w", err)
+			}
+		}
+		if s.cancel != nil {
+			s.cancel()
+		}
+	})
+
+	if s.runDone != nil {
+		select {
+		case <-s.runDone:
+		case <-ctx.Done():
+			return errors.Join(s.stopErr,
+				fmt.Errorf("embedded: waiting for FerretDB to stop: %w", ctx.Err()))
+		}
+	}
+
+	s.cleanupOnce.Do(func() {
+		if !s.removeDir {
+			return
+		}
+		if err := os.RemoveAll(s.dir); err != nil {
+			s.cleanupErr = fmt.Errorf("embedded: remove data directory: %w", err)
+		}
+	})
+
+	return errors.Join(s.stopErr, s.cleanupErr)
+}

@@ -1,0 +1,234 @@
+package wireproxy
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+)
+
+// errConnClosed is returned by waits interrupted by a closed connection.
+var errConnClosed = errors.New("wireproxy: connection closed")
+
+// readBufferSize is the size of the buffered readers on both sides.
+const readBufferSize = 64 << 10
+
+// conn is one proxied client connection and its upstream connection.
+type conn struct {
+	p        *Proxy
+	client   net.Conn
+	upstream net.Conn
+
+	done      chan struct{} // closed by close
+	closeOnce sync.Once
+
+	mu      sync.Mutex
+	closed  bool
+	holding bool                 // this connection holds p.turn
+	pending map[int32]pendingReq // tracked requests by request ID
+}
+
+// pendingReq is what the reply pump must do with the reply to a request.
+type pendingReq struct {
+	serialized bool // the request holds the turn until its reply is read
+	drop       bool // discard the reply and close the connection
+}
+
+// newConn returns a conn for the client connection nc and upstream up.
+func newConn(p *Proxy, nc, up net.Conn) *conn {
+	return &conn{
+		p:        p,
+		client:   nc,
+		upstream: up,
+		done:     make(chan struct{}),
+		pending:  make(map[int32]pendingReq),
+	}
+}
+
+// run pumps messages in both directions until either side fails or the
+// connection is closed, then closes both sides and waits for its pumps.
+func (c *conn) run() {
+	var wg sync.WaitGroup
+
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.pumpReplies()
+	}()
+
+	c.pumpRequests()
+	wg.Wait()
+}
+
+// close closes both sides of the connection and gives back the turn if the
+// connection holds it. It is idempotent.
+func (c *conn) close() {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		if c.holding {
+			c.holding = false
+			<-c.p.turn
+		}
+		c.mu.Unlock()
+
+		close(c.done)
+		_ = c.client.Close()
+		_ = c.upstream.Close()
+	})
+}
+
+// pumpRequests reads requests from the client and forwards them upstream.
+func (c *conn) pumpRequests() {
+	defer c.close()
+
+	r := bufio.NewReaderSize(c.client, readBufferSize)
+	var buf []byte
+
+	for {
+		msg, h, err := readMessage(r, buf)
+		if err != nil {
+			c.logEnd("client", err)
+			return
+		}
+		buf = msg
+
+		if err := c.forward(msg, h, parseRequest(msg, h)); err != nil {
+			c.logEnd("forward", err)
+			return
+		}
+	}
+}
+
+// forward applies the faults and the serialization to one request and
+// writes it upstream.
+func (c *conn) forward(msg []byte, h header, req request) error {
+	p := c.p
+
+	if err := p.sleepLatency(c.done); err != nil {
+		return err
+	}
+
+	serialize := p.opts.Serialize && !req.blocking && !req.opaque
+	for {
+		if err := p.waitUnpaused(c.done); err != nil {
+			return err
+		}
+		if !serialize {
+			break
+		}
+		if err := c.acquireTurn(); err != nil {
+			return err
+		}
+		// Pause may have been called while this request waited for the turn.
+		if !p.isPaused() {
+			break
+		}
+		c.releaseTurn()
+	}
+
+	drop := p.forwarded(req)
+	holdUntilReply := serialize && !req.noReply
+	if holdUntilReply || drop {
+		c.mu.Lock()
+		c.pending[h.requestID] = pendingReq{serialized: holdUntilReply, drop: drop}
+		c.mu.Unlock()
+	}
+
+	_, err := c.upstream.Write(msg)
+	if serialize && req.noReply {
+		c.releaseTurn()
+	}
+	if err != nil {
+		return fmt.Errorf("wireproxy: write request upstream: %w", err)
+	}
+
+	return nil
+}
+
+// pumpReplies reads replies from upstream and writes them to the client.
+func (c *conn) pumpReplies() {
+	defer c.close()
+
+	r := bufio.NewReaderSize(c.upstream, readBufferSize)
+	var buf []byte
+
+	for {
+		msg, h, err := readMessage(r, buf)
+		if err != nil {
+			c.logEnd("upstream", err)
+			return
+		}
+		buf = msg
+
+		c.mu.Lock()
+		pr, tracked := c.pending[h.responseTo]
+		if tracked {
+			delete(c.pending, h.responseTo)
+		}
+		c.mu.Unlock()
+
+		// The whole reply has been read: the next command may run.
+		if pr.serialized {
+			c.releaseTurn()
+		}
+
+		if pr.drop {
+			c.p.dropped.Add(1)
+			c.p.logger.Debug("wireproxy: dropped reply", "client", c.client.RemoteAddr().String())
+			return
+		}
+
+		if _, err := c.client.Write(msg); err != nil {
+			c.logEnd("write reply", err)
+			return
+		}
+	}
+}
+
+// acquireTurn waits for the proxy-wide serialization turn.
+func (c *conn) acquireTurn() error {
+	select {
+	case c.p.turn <- struct{}{}:
+	case <-c.done:
+		return errConnClosed
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+
+	if c.closed {
+		// close ran before this connection was marked as holding the turn.
+		<-c.p.turn
+		return errConnClosed
+	}
+	c.holding = true
+
+	return nil
+}
+
+// releaseTurn gives back the turn if this connection holds it.
+func (c *conn) releaseTurn() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+
+	if c.holding {
+		c.holding = false
+		<-c.p.turn
+	}
+}
+
+// logEnd logs why a pump stopped, unless it is an ordinary disconnect.
+func (c *conn) logEnd(where string, err error) {
+	select {
+	case <-c.done:
+		return // closed on purpose
+	default:
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		return
+	}
+	c.p.logger.Debug("wireproxy: connection ends", "where", where, "error", err)
+}

@@ -1,0 +1,78 @@
+package mongolocktest_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/mongolock/mongolock/mongolocktest"
+)
+
+// Start needs the *testing.T of a test, so this example shows the body of a
+// test function; it is compiled but not run.
+func ExampleStart() {
+	testSomething := func(t *testing.T) {
+		srv := mongolocktest.Start(t) // stopped when the test ends
+		client := srv.Client(t)       // disconnected when the test ends
+
+		ctx := context.Background()
+		if err := client.Ping(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+
+		coll := client.Database(srv.Database()).Collection("locks")
+		if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "job"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	_ = testSomething // in real code: func TestSomething(t *testing.T) { ... }
+}
+
+// Fault injection: the next findAndModify is executed by the server but its
+// reply is lost, so the client sees a network error although the update was
+// applied. Compiled but not run.
+func ExampleServer_DropNextReply() {
+	testLostReply := func(t *testing.T) {
+		srv := mongolocktest.Start(t)
+		coll := srv.Client(t).Database(srv.Database()).Collection("locks")
+		ctx := context.Background()
+
+		srv.DropNextReply("findAndModify")
+		err := coll.FindOneAndUpdate(ctx,
+			bson.D{{Key: "_id", Value: "job"}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "owner", Value: "me"}}}},
+		).Err()
+		if !mongo.IsNetworkError(err) {
+			t.Fatalf("want a network error, got %v", err)
+		}
+		// ... the update was applied: the code under test must cope.
+	}
+
+	_ = testLostReply
+}
+
+// Latency and a pause make operations slow or hang until their context ends.
+// Compiled but not run.
+func ExampleServer_Pause() {
+	testPause := func(t *testing.T) {
+		srv := mongolocktest.Start(t)
+		client := srv.Client(t)
+
+		srv.SetLatency(50 * time.Millisecond) // every request is delayed
+		srv.SetLatency(0)
+
+		srv.Pause()
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		if err := client.Ping(ctx, nil); err == nil {
+			t.Fatal("ping succeeded while paused")
+		}
+		srv.Resume()
+	}
+
+	_ = testPause
+}

@@ -1,0 +1,435 @@
+// Package mongolocktest provides a MongoDB-compatible server for tests, with
+// fault injection.
+//
+// [Start] runs FerretDB 1.x in the test process, on SQLite in a temporary
+// directory, behind a wire-protocol proxy. Each call starts a server of its
+// own and picks a fresh database name; everything is stopped and removed when
+// the test ends. A server starts in a few milliseconds.
+//
+// FerretDB 1.x does not execute findAndModify atomically (it reads, then
+// writes), so two concurrent conditional updates of one document can both
+// succeed. The proxy behind [Server.URI] forwards one command at a time,
+// which restores per-document atomicity; [Server.DirectURI] bypasses it.
+//
+// The proxy also injects faults: latency ([Server.SetLatency]), a pause
+// ([Server.Pause]), dropped connections ([Server.DropConnections]) and lost
+// replies to applied commands ([Server.DropReplies]), and it counts commands
+// ([Server.CommandCount]).
+//
+// # Environment
+//
+// When MONGOLOCK_TEST_URI is set, Start uses that server instead of starting
+// FerretDB, with a fresh database that is dropped when the test ends. If the
+// URI is a plain single-host mongodb:// URI without TLS, a non-serializing
+// proxy is put in front of it so that fault injection still works;
+// otherwise [Server.URI] is the given URI and the fault methods skip the
+// test.
+//
+// MONGOLOCKTEST_LOG=1 sends FerretDB's logs to standard error
+// (MONGOLOCKTEST_LOG=debug includes debug messages).
+package mongolocktest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
+
+	"github.com/mongolock/mongolock/internal/embedded"
+	"github.com/mongolock/mongolock/internal/wireproxy"
+)
+
+// Environment variables read by [Start].
+const (
+	// EnvURI names the variable holding the URI of an existing server to
+	// test against instead of an embedded FerretDB.
+	EnvURI = "MONGOLOCK_TEST_URI"
+
+	// EnvLog names the variable that turns on FerretDB's logs: "1" (or
+	// any value but "0" and "") for INFO and above, "debug" for everything.
+	EnvLog = "MONGOLOCKTEST_LOG"
+)
+
+// Timeouts for setting up and tearing down a server.
+const (
+	startTimeout   = 60 * time.Second
+	cleanupTimeout = 30 * time.Second
+)
+
+// Option configures [Start].
+type Option func(*config)
+
+// config is the result of applying Options.
+type config struct {
+	logger *slog.Logger
+}
+
+// WithLogger sends FerretDB's logs to logger. It takes precedence over
+// MONGOLOCKTEST_LOG. FerretDB logs every connection at INFO and every error
+// reply (duplicate keys included) at WARN.
+func WithLogger(logger *slog.Logger) Option {
+	return func(c *config) { c.logger = logger }
+}
+
+// Server is a test server started by [Start].
+//
+// Its fault methods (SetLatency, Pause, Resume, DropConnections,
+// DropReplies, DropNextReply, ResetFaults, CommandCount, ResetCommandCounts)
+// act on the proxy behind URI, so they affect every client of this Server
+// and nothing else. When there is no proxy (see [Server.CanInjectFaults])
+// they call Skip on the testing.TB given to Start, so they must then be
+// called from the goroutine running that test. The methods are safe for
+// concurrent use.
+type Server struct {
+	tb       testing.TB
+	uri      string
+	database string
+
+	embedded *embedded.Server // nil with MONGOLOCK_TEST_URI
+	proxy    *wireproxy.Proxy // nil when faults are unavailable
+
+	// noFaults says why fault injection is unavailable ("" if available).
+	noFaults string
+}
+
+// Start starts a server for the test tb and stops it when tb ends. It fails
+// the test (tb.Fatalf) if the server cannot be started. See the package
+// documentation for MONGOLOCK_TEST_URI.
+func Start(tb testing.TB, opts ...Option) *Server {
+	tb.Helper()
+
+	cfg := config{logger: envLogger()}
+	for _, o := range opts {
+		o(&cfg)
+	}
+
+	s := &Server{tb: tb, database: "mongolocktest_" + randomHex(8)}
+
+	if uri := os.Getenv(EnvURI); uri != "" {
+		if err := s.useExternal(uri); err != nil {
+			tb.Fatalf("mongolocktest: %s: %v", EnvURI, err)
+		}
+		return s
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+
+	srv, err := embedded.Start(ctx, embedded.Config{Dir: tb.TempDir(), Logger: cfg.logger})
+	if err != nil {
+		tb.Fatalf("mongolocktest: start FerretDB: %v", err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+
+		if err := srv.Close(ctx); err != nil {
+			tb.Errorf("mongolocktest: stop FerretDB: %v", err)
+		}
+	})
+
+	s.embedded = srv
+	s.proxy = srv.Proxy()
+	s.uri = srv.URI()
+
+	return s
+}
+
+// useExternal sets s up for the server at uri (MONGOLOCK_TEST_URI).
+func (s *Server) useExternal(uri string) error {
+	tb := s.tb
+
+	admin, err := mongo.Connect(options.Client().ApplyURI(uri))
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	if err := admin.Ping(ctx, nil); err != nil {
+		_ = admin.Disconnect(ctx)
+		return fmt.Errorf("ping: %w", err)
+	}
+
+	// Registered first, so it runs last: after the clients and the proxy.
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+
+		if err := admin.Database(s.database).Drop(ctx); err != nil {
+			tb.Errorf("mongolocktest: drop database %s: %v", s.database, err)
+		}
+		if err := admin.Disconnect(ctx); err != nil {
+			tb.Errorf("mongolocktest: disconnect: %v", err)
+		}
+	})
+
+	upstream, reason := proxyableHost(uri)
+	if reason != "" {
+		s.uri = uri
+		s.noFaults = fmt.Sprintf("fault injection needs a proxy, but %s %s", EnvURI, reason)
+		return nil
+	}
+
+	p, err := wireproxy.New(upstream, wireproxy.Options{})
+	if err != nil {
+		return fmt.Errorf("start proxy: %w", err)
+	}
+	tb.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			tb.Errorf("mongolocktest: stop proxy: %v", err)
+		}
+	})
+
+	proxied, err := replaceHost(uri, p.Addr())
+	if err != nil {
+		return err
+	}
+
+	s.proxy = p
+	s.uri = proxied
+
+	return nil
+}
+
+// proxyableHost returns the "host:port" of uri if a plain TCP proxy can be
+// put in front of it, or else a reason why not.
+func proxyableHost(uri string) (host, reason string) {
+	cs, err := connstring.Parse(uri)
+	switch {
+	case err != nil:
+		return "", fmt.Sprintf("cannot be parsed (%v)", err)
+	case cs.Scheme != connstring.SchemeMongoDB:
+		return "", fmt.Sprintf("uses the %s:// scheme", cs.Scheme)
+	case len(cs.Hosts) != 1:
+		return "", fmt.Sprintf("has %d hosts", len(cs.Hosts))
+	case cs.SSL:
+		return "", "uses TLS"
+	case cs.LoadBalanced:
+		return "", "is load balanced"
+	}
+
+	host = cs.Hosts[0]
+	if strings.HasSuffix(host, ".sock") {
+		return "", "is a Unix domain socket"
+	}
+	if _, _, err := net.SplitHostPort(host); err != nil {
+		host = net.JoinHostPort(host, "27017")
+	}
+
+	return host, ""
+}
+
+// replaceHost returns uri with its host replaced by addr and
+// directConnection=true.
+func replaceHost(uri, addr string) (string, error) {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return "", fmt.Errorf("parse URI: %w", err)
+	}
+
+	u.Host = addr
+	if u.Path == "" {
+		u.Path = "/"
+	}
+	q := u.Query()
+	q.Set("directConnection", "true")
+	u.RawQuery = q.Encode()
+
+	return u.String(), nil
+}
+
+// envLogger returns the logger selected by MONGOLOCKTEST_LOG, or nil.
+func envLogger() *slog.Logger {
+	level := slog.LevelInfo
+	switch v := os.Getenv(EnvLog); strings.ToLower(v) {
+	case "", "0", "false":
+		return nil
+	case "debug":
+		level = slog.LevelDebug
+	}
+
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// randomHex returns 2n random hexadecimal digits.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // never fails (crypto/rand documents it)
+	return hex.EncodeToString(b)
+}
+
+// URI returns the MongoDB URI to connect to: the proxy, with
+// directConnection=true, or the MONGOLOCK_TEST_URI itself when no proxy can
+// be put in front of it.
+func (s *Server) URI() string {
+	return s.uri
+}
+
+// Database returns this server's database name, fresh for each Start
+// ("mongolocktest_" and 16 hexadecimal digits).
+func (s *Server) Database() string {
+	return s.database
+}
+
+// Embedded reports whether the server is an embedded FerretDB (rather than
+// MONGOLOCK_TEST_URI).
+func (s *Server) Embedded() bool {
+	return s.embedded != nil
+}
+
+// DirectURI returns the URI of the embedded FerretDB without the proxy, so
+// without serialization (findAndModify is not atomic there) and without
+// faults. It is "" when the server is not embedded.
+func (s *Server) DirectURI() string {
+	if s.embedded == nil {
+		return ""
+	}
+	return s.embedded.DirectURI()
+}
+
+// Client returns a new driver client for [Server.URI], with opts applied
+// after the URI. It is disconnected when tb ends; just before that, the
+// server's faults are reset ([Server.ResetFaults]) so that the disconnect
+// cannot hang on a paused proxy. It fails the test if the client cannot be
+// created. The driver connects lazily: the first operation dials.
+func (s *Server) Client(tb testing.TB, opts ...*options.ClientOptions) *mongo.Client {
+	tb.Helper()
+
+	all := append([]*options.ClientOptions{options.Client().ApplyURI(s.uri)}, opts...)
+	client, err := mongo.Connect(all...)
+	if err != nil {
+		tb.Fatalf("mongolocktest: connect: %v", err)
+	}
+
+	tb.Cleanup(func() {
+		if s.proxy != nil {
+			s.proxy.ResetFaults()
+		}
+
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+
+		if err := client.Disconnect(ctx); err != nil && !errors.Is(err, mongo.ErrClientDisconnected) {
+			tb.Errorf("mongolocktest: disconnect: %v", err)
+		}
+	})
+
+	return client
+}
+
+// CanInjectFaults reports whether the fault methods work. It is false only
+// with a MONGOLOCK_TEST_URI that cannot be proxied; the fault methods then
+// skip the test.
+func (s *Server) CanInjectFaults() bool {
+	return s.proxy != nil
+}
+
+// faults returns the proxy, or skips the test that called Start.
+func (s *Server) faults() *wireproxy.Proxy {
+	s.tb.Helper()
+
+	if s.proxy == nil {
+		s.tb.Skip("mongolocktest: " + s.noFaults)
+	}
+	return s.proxy
+}
+
+// SetLatency delays each request by d before it is forwarded to the server
+// (zero removes the delay).
+func (s *Server) SetLatency(d time.Duration) {
+	s.tb.Helper()
+
+	s.faults().SetLatency(d)
+}
+
+// Pause holds every request sent from now on (the connections stay open)
+// until [Server.Resume]: operations block until their context ends.
+func (s *Server) Pause() {
+	s.tb.Helper()
+
+	s.faults().Pause()
+}
+
+// Resume lets the requests held by [Server.Pause] through.
+func (s *Server) Resume() {
+	s.tb.Helper()
+
+	s.faults().Resume()
+}
+
+// DropConnections closes every connection currently open through the proxy,
+// on both sides. Operations in flight fail with a network error; clients
+// reconnect afterwards.
+func (s *Server) DropConnections() {
+	s.tb.Helper()
+
+	s.faults().DropConnections()
+}
+
+// DropReplies makes the next n requests whose command name satisfies match
+// (nil matches all) lose their reply: the command is executed by the server,
+// its reply is discarded and the client connection is closed, so the client
+// sees a network error although the command was applied. Rules from several
+// calls accumulate. match must not call the Server's methods.
+//
+// The embedded FerretDB presents itself as a standalone server, on which the
+// driver does not retry writes; against a replica set (MONGOLOCK_TEST_URI)
+// the driver retries a retryable write once, so drop two replies to make it
+// fail.
+func (s *Server) DropReplies(n int, match func(cmd string) bool) {
+	s.tb.Helper()
+
+	s.faults().DropReplies(n, match)
+}
+
+// DropNextReply makes the next request for command cmd (compared without
+// regard to case, e.g. "findAndModify", "update", "insert") lose its reply,
+// as [Server.DropReplies] does.
+func (s *Server) DropNextReply(cmd string) {
+	s.tb.Helper()
+
+	s.faults().DropReplies(1, func(c string) bool { return strings.EqualFold(c, cmd) })
+}
+
+// ResetFaults removes the latency, resumes a paused proxy and discards
+// pending DropReplies rules.
+func (s *Server) ResetFaults() {
+	s.tb.Helper()
+
+	s.faults().ResetFaults()
+}
+
+// CommandCount returns how many cmd requests (compared without regard to
+// case) went through the proxy since Start or [Server.ResetCommandCounts],
+// from all clients, the drivers' monitoring included (hello, isMaster).
+func (s *Server) CommandCount(cmd string) int64 {
+	s.tb.Helper()
+
+	var n int64
+	for c, k := range s.faults().Counts() {
+		if strings.EqualFold(c, cmd) {
+			n += k
+		}
+	}
+	return n
+}
+
+// ResetCommandCounts sets all command counts to zero.
+func (s *Server) ResetCommandCounts() {
+	s.tb.Helper()
+
+	s.faults().ResetCounts()
+}

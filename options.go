@@ -1,0 +1,173 @@
+package mongolock
+
+import (
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/mongo/readconcern"
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
+)
+
+// Defaults, in one place.
+const (
+	// DefaultDatabase is the database that holds the lock collection unless
+	// WithDatabase says otherwise (the same default as the Python package).
+	DefaultDatabase = "mongolock"
+	// DefaultCollection is the lock collection's name unless WithCollection
+	// says otherwise.
+	DefaultCollection = "lock"
+	// DefaultRetryInterval is how long a waiting Lock, Acquire or Do sleeps
+	// between attempts (the Python package's step).
+	DefaultRetryInterval = 100 * time.Millisecond
+	// DefaultClockRefresh is how often the server clock is sampled again.
+	DefaultClockRefresh = 30 * time.Second
+	// DefaultMaxClockError is the largest error bound of the server clock
+	// estimate this package accepts before it refuses to judge expiry.
+	DefaultMaxClockError = time.Second
+
+	maxKeyBytes   = 1024
+	maxOwnerBytes = 512
+)
+
+// Option configures a Client.
+type Option func(*clientConfig)
+
+type clientConfig struct {
+	database      string
+	collection    string
+	retryInterval time.Duration
+	clockRefresh  time.Duration
+	maxClockError time.Duration
+	writeConcern  *writeconcern.WriteConcern
+	readConcern   *readconcern.ReadConcern
+	now           func() time.Time // wall clock; only ever used through the monotonic reading
+}
+
+func defaultClientConfig() clientConfig {
+	return clientConfig{
+		database:      DefaultDatabase,
+		collection:    DefaultCollection,
+		retryInterval: DefaultRetryInterval,
+		clockRefresh:  DefaultClockRefresh,
+		maxClockError: DefaultMaxClockError,
+		writeConcern:  writeconcern.Majority(),
+		readConcern:   readconcern.Majority(),
+		now:           time.Now,
+	}
+}
+
+func (c *clientConfig) validate() error {
+	switch {
+	case c.database == "":
+		return argError("WithDatabase", "must not be empty")
+	case c.collection == "":
+		return argError("WithCollection", "must not be empty")
+	case c.retryInterval <= 0:
+		return argError("WithRetryInterval", "must be positive, got %v", c.retryInterval)
+	case c.clockRefresh <= 0:
+		return argError("WithClockRefresh", "must be positive, got %v", c.clockRefresh)
+	case c.maxClockError <= 0:
+		return argError("WithMaxClockError", "must be positive, got %v", c.maxClockError)
+	case c.now == nil:
+		return argError("clock", "must not be nil")
+	}
+	return nil
+}
+
+// WithDatabase sets the database that holds the lock collection (default
+// "mongolock"). NewFromCollection ignores it.
+func WithDatabase(name string) Option { return func(c *clientConfig) { c.database = name } }
+
+// WithCollection sets the lock collection's name (default "lock").
+// NewFromCollection ignores it.
+func WithCollection(name string) Option { return func(c *clientConfig) { c.collection = name } }
+
+// WithRetryInterval sets how long a waiting acquisition sleeps between
+// attempts (default 100ms).
+func WithRetryInterval(d time.Duration) Option {
+	return func(c *clientConfig) { c.retryInterval = d }
+}
+
+// WithClockRefresh sets how often the server clock estimate is refreshed
+// with a new hello sample (default 30s).
+func WithClockRefresh(d time.Duration) Option {
+	return func(c *clientConfig) { c.clockRefresh = d }
+}
+
+// WithMaxClockError sets the largest error bound of the server clock
+// estimate that is accepted (default 1s). Operations that judge expiry fail
+// when no sample that good can be had.
+func WithMaxClockError(d time.Duration) Option {
+	return func(c *clientConfig) { c.maxClockError = d }
+}
+
+// WithWriteConcern sets the write concern of lock operations (default
+// majority). Connect and New only; NewFromCollection keeps the collection's.
+func WithWriteConcern(wc *writeconcern.WriteConcern) Option {
+	return func(c *clientConfig) { c.writeConcern = wc }
+}
+
+// WithReadConcern sets the read concern of lock reads (default majority).
+// Connect and New only; NewFromCollection keeps the collection's.
+func WithReadConcern(rc *readconcern.ReadConcern) Option {
+	return func(c *clientConfig) { c.readConcern = rc }
+}
+
+// withWallClock replaces the wall clock. Tests use it to prove that a skewed
+// local clock changes nothing: the package reads only the monotonic part of
+// the times it takes.
+func withWallClock(now func() time.Time) Option { return func(c *clientConfig) { c.now = now } }
+
+// LockOption configures one acquisition (Lock, Acquire, TryAcquire, Do).
+type LockOption func(*lockConfig)
+
+type lockConfig struct {
+	expire     time.Duration // 0: never expires
+	expireSet  bool
+	timeout    time.Duration // 0: one attempt
+	timeoutSet bool
+	owner      string
+	ownerSet   bool
+}
+
+// Expire makes the lock expire d after it is taken (judged on the database
+// server's clock), after which another owner may take it. Without Expire the
+// lock never expires. d must be at least a millisecond.
+func Expire(d time.Duration) LockOption {
+	return func(c *lockConfig) { c.expire, c.expireSet = d, true }
+}
+
+// Timeout makes the acquisition keep trying for up to d while the lock is
+// held by another owner. Without Timeout (or with 0), Lock, TryAcquire and
+// Do make one attempt and Acquire waits until ctx ends.
+func Timeout(d time.Duration) LockOption {
+	return func(c *lockConfig) { c.timeout, c.timeoutSet = d, true }
+}
+
+// Owner sets the owner name recorded in the lock document for Acquire and
+// TryAcquire. Without it a unique name (host, pid, random) is generated.
+func Owner(name string) LockOption {
+	return func(c *lockConfig) { c.owner, c.ownerSet = name, true }
+}
+
+func buildLockConfig(opts []LockOption) (lockConfig, error) {
+	var c lockConfig
+	for _, o := range opts {
+		if o != nil {
+			o(&c)
+		}
+	}
+	if c.expireSet {
+		if err := validExpire("Expire", c.expire); err != nil {
+			return c, err
+		}
+	}
+	if c.timeout < 0 {
+		return c, argError("Timeout", "must not be negative, got %v", c.timeout)
+	}
+	if c.ownerSet {
+		if err := validOwner(c.owner); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}

@@ -1,0 +1,214 @@
+package mongolock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// This file holds the owner-named API kept from the Python package:
+// Lock, Release, Touch, Info, IsLocked and Do.
+
+// Lock takes the lock key for owner and reports whether it got it; false
+// with a nil error means another owner holds it. Without Expire the lock
+// never expires; without Timeout Lock makes one attempt, and with
+// Timeout(d) it keeps trying (every WithRetryInterval) for up to d. Locks are
+// not reentrant: the same owner locking again gets false.
+//
+// The acquisition's token is remembered by this Client, so Release and
+// Touch with the same key and owner act on this acquisition only, never on
+// one another worker with the same owner name made later.
+func (c *Client) Lock(ctx context.Context, key, owner string, opts ...LockOption) (bool, error) {
+	cfg, err := buildLockConfig(opts)
+	if err != nil {
+		return false, err
+	}
+	if cfg.ownerSet {
+		return false, argError("Owner", "is for Acquire and TryAcquire; Lock takes the owner as an argument")
+	}
+	acq, err := c.acquire(ctx, key, owner, cfg, waitTimeout)
+	if errors.Is(err, errHeld) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	c.mu.Lock()
+	c.held[key] = heldLock{owner: owner, token: acq.token}
+	c.mu.Unlock()
+	return true, nil
+}
+
+// holderFor picks what Release and Touch match on: the token of this
+// Client's acquisition of key, or the owner name if this Client never
+// acquired key. If this Client acquired key for another owner, or already
+// released it, the owner does not hold it through this Client.
+func (c *Client) holderFor(key, owner string) (holder, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h, ok := c.held[key]
+	switch {
+	case !ok:
+		return holder{owner: owner}, nil
+	case h.owner != owner || h.token == "":
+		return holder{}, fmt.Errorf("%w: %q by %q through this client", ErrNotHeld, key, owner)
+	}
+	return holder{token: h.token}, nil
+}
+
+// forget marks this Client's acquisition of key as ended; the key stays
+// known so that the owner-name fallback never applies to it again.
+func (c *Client) forget(key, token string) {
+	c.mu.Lock()
+	if h, ok := c.held[key]; ok && h.token == token {
+		c.held[key] = heldLock{owner: h.owner}
+	}
+	c.mu.Unlock()
+}
+
+func (c *Client) checkKeyOwner(key, owner string) error {
+	if err := c.checkOpen(); err != nil {
+		return err
+	}
+	if err := validKey(key); err != nil {
+		return err
+	}
+	return validOwner(owner)
+}
+
+// Release releases the lock key held by owner. It returns an error matching
+// ErrNotHeld if owner does not hold it (released already, never taken, or
+// taken over by another acquisition after it expired). Releasing a lock that
+// does not exist creates no document.
+func (c *Client) Release(ctx context.Context, key, owner string) error {
+	if err := c.checkKeyOwner(key, owner); err != nil {
+		return err
+	}
+	h, err := c.holderFor(key, owner)
+	if err != nil {
+		return err
+	}
+	ok, unknown, err := c.retry(ctx, func(ctx context.Context) (bool, error) {
+		return c.store.release(ctx, key, h)
+	})
+	if err != nil {
+		return fmt.Errorf("mongolock: releasing %q: %w", key, err)
+	}
+	if h.token != "" {
+		c.forget(key, h.token)
+	}
+	if !ok && !(unknown && h.token != "") {
+		return fmt.Errorf("%w: %q by %q", ErrNotHeld, key, owner)
+	}
+	return nil
+}
+
+// Touch renews the lock key held by owner: it will now expire expire from
+// now (server time), also if it was taken without Expire. It returns an
+// error matching ErrNotHeld if owner does not hold it or it has expired.
+func (c *Client) Touch(ctx context.Context, key, owner string, expire time.Duration) error {
+	if err := c.checkKeyOwner(key, owner); err != nil {
+		return err
+	}
+	if err := validExpire("expire", expire); err != nil {
+		return err
+	}
+	h, err := c.holderFor(key, owner)
+	if err != nil {
+		return err
+	}
+	if _, err := c.renew(ctx, key, h, expire); err != nil {
+		return fmt.Errorf("mongolock: touching %q by %q: %w", key, owner, err)
+	}
+	return nil
+}
+
+// renew extends the lock matched by h to expire from now and returns the
+// new server-time estimate it was judged at. ErrNotHeld if nothing matched.
+func (c *Client) renew(ctx context.Context, key string, h holder, expire time.Duration) (serverTime, error) {
+	var now serverTime
+	ok, _, err := c.retry(ctx, func(ctx context.Context) (bool, error) {
+		var err error
+		if now, err = c.clock.Now(ctx); err != nil {
+			return false, err
+		}
+		return c.store.renew(ctx, key, h, now, expire)
+	})
+	if err != nil {
+		return now, err
+	}
+	if !ok {
+		return now, ErrNotHeld
+	}
+	return now, nil
+}
+
+// Info returns the stored state of lock key, or an error matching
+// ErrNotFound if there is none. A stored document of the wrong shape is an
+// error matching ErrInvalidDocument.
+func (c *Client) Info(ctx context.Context, key string) (*LockInfo, error) {
+	if err := c.checkOpen(); err != nil {
+		return nil, err
+	}
+	if err := validKey(key); err != nil {
+		return nil, err
+	}
+	d, err := c.store.find(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("mongolock: reading lock %q: %w", key, err)
+	}
+	return &d.LockInfo, nil
+}
+
+// IsLocked reports whether lock key is held now: it exists, is locked, and
+// has not expired by the server's clock.
+func (c *Client) IsLocked(ctx context.Context, key string) (bool, error) {
+	info, err := c.Info(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	now, err := c.clock.Now(ctx)
+	if err != nil {
+		return false, err
+	}
+	return info.heldAt(now.at), nil
+}
+
+// doReleaseTimeout bounds the release Do makes after fn returns, which runs
+// even when ctx has been cancelled.
+const doReleaseTimeout = 10 * time.Second
+
+// Do runs fn while holding lock key for owner and releases the lock when fn
+// returns, also when fn returns an error or panics (the panic continues
+// after the release). If the lock is held by another owner (after Timeout,
+// if given), Do returns a *LockedError naming the holder, matching
+// ErrLocked. If the lock was lost before fn returned (it expired and was
+// taken over), Do's error matches ErrNotHeld as well as carrying fn's error.
+func (c *Client) Do(ctx context.Context, key, owner string, fn func(ctx context.Context) error, opts ...LockOption) (err error) {
+	if fn == nil {
+		return argError("fn", "must not be nil")
+	}
+	cfg, err := buildLockConfig(opts)
+	if err != nil {
+		return err
+	}
+	if cfg.ownerSet {
+		return argError("Owner", "is for Acquire and TryAcquire; Do takes the owner as an argument")
+	}
+	l, err := c.acquireLease(ctx, key, owner, cfg, waitTimeout)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), doReleaseTimeout)
+		defer cancel()
+		if rerr := l.Release(rctx); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}()
+	return fn(ctx)
+}

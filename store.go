@@ -1,0 +1,185 @@
+package mongolock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// store builds and runs every query this package sends. Each method is one
+// round trip; the lock state machine (acquire.go, seed.go, lease.go) decides
+// what to send and what the answer means.
+type store struct {
+	coll *mongo.Collection
+}
+
+// shapeGuard matches only documents whose expire and fence fields have the
+// types this package writes, so a write never changes (or is misled by) a
+// document of the wrong shape.
+var shapeGuard = bson.A{
+	bson.D{{Key: "$or", Value: bson.A{
+		bson.D{{Key: fieldExpire, Value: nil}},
+		bson.D{{Key: fieldExpire, Value: bson.D{{Key: "$type", Value: "date"}}}},
+	}}},
+	bson.D{{Key: "$or", Value: bson.A{
+		bson.D{{Key: fieldFence, Value: bson.D{{Key: "$exists", Value: false}}}},
+		bson.D{{Key: fieldFence, Value: bson.D{{Key: "$type", Value: "number"}}}},
+	}}},
+}
+
+func guarded(key string, conds ...bson.D) bson.D {
+	and := make(bson.A, 0, len(shapeGuard)+len(conds))
+	and = append(and, shapeGuard...)
+	for _, c := range conds {
+		and = append(and, c)
+	}
+	return bson.D{{Key: fieldKey, Value: key}, {Key: "$and", Value: and}}
+}
+
+func expireValue(now time.Time, d time.Duration) any {
+	if d == 0 {
+		return nil
+	}
+	return now.Add(d)
+}
+
+// acquire takes the lock for token if it is free: released, expired before
+// the earliest the server clock can now read, or already taken with this
+// same token (a retry whose first reply was lost). It upserts, so a key that
+// has no document is taken in the same round trip; when the document exists
+// and is held, the upsert's insert fails with a duplicate-key error, which
+// acquire reports as errHeld. The fence is raised to at least fence.
+//
+// It returns the document as it was before (nil when it was inserted).
+func (s *store) acquire(ctx context.Context, key, owner, token string, now serverTime, expire time.Duration, fence int64) (*lockDoc, error) {
+	filter := guarded(key, bson.D{{Key: "$or", Value: bson.A{
+		bson.D{{Key: fieldLocked, Value: false}},
+		bson.D{{Key: fieldExpire, Value: bson.D{{Key: "$lt", Value: now.earliest()}}}},
+		bson.D{{Key: fieldToken, Value: token}},
+	}}})
+	update := bson.D{
+		{Key: "$set", Value: bson.D{
+			{Key: fieldLocked, Value: true},
+			{Key: fieldOwner, Value: owner},
+			{Key: fieldCreated, Value: now.at},
+			{Key: fieldExpire, Value: expireValue(now.at, expire)},
+			{Key: fieldToken, Value: token},
+		}},
+		{Key: "$max", Value: bson.D{{Key: fieldFence, Value: fence}}},
+	}
+	opts := options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.Before)
+	raw, err := s.coll.FindOneAndUpdate(ctx, filter, update, opts).Raw()
+	switch {
+	case err == nil:
+		return decodeLock(key, raw)
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return nil, nil // inserted
+	case mongo.IsDuplicateKeyError(err):
+		return nil, errHeld
+	}
+	return nil, err
+}
+
+// raiseFence sets the fence of a lock held with token to at least fence.
+// It is idempotent, so a retry after a lost reply is harmless.
+func (s *store) raiseFence(ctx context.Context, key, token string, fence int64) (bool, error) {
+	res, err := s.coll.UpdateOne(ctx,
+		bson.D{{Key: fieldKey, Value: key}, {Key: fieldToken, Value: token}, {Key: fieldLocked, Value: true}},
+		bson.D{{Key: "$max", Value: bson.D{{Key: fieldFence, Value: fence}}}})
+	if err != nil {
+		return false, err
+	}
+	return res.MatchedCount == 1, nil
+}
+
+// holder selects the acquisition a release or renewal applies to: by token,
+// or, for the owner-named calls of a Client that never acquired the key, by
+// owner name (the Python package's rule).
+type holder struct {
+	token string
+	owner string
+}
+
+func (h holder) cond() bson.D {
+	if h.token != "" {
+		return bson.D{{Key: fieldToken, Value: h.token}}
+	}
+	return bson.D{{Key: fieldOwner, Value: h.owner}, {Key: fieldLocked, Value: true}}
+}
+
+// release frees the lock, writing the Python package's released shape and
+// keeping the token and fence, so that a retried release still matches and
+// the fence keeps rising. It reports whether a document matched.
+func (s *store) release(ctx context.Context, key string, h holder) (bool, error) {
+	res, err := s.coll.UpdateOne(ctx, guarded(key, h.cond()), bson.D{{Key: "$set", Value: bson.D{
+		{Key: fieldLocked, Value: false},
+		{Key: fieldOwner, Value: nil},
+		{Key: fieldCreated, Value: nil},
+		{Key: fieldExpire, Value: nil},
+	}}})
+	if err != nil {
+		return false, err
+	}
+	return res.MatchedCount == 1, nil
+}
+
+// renew moves the expiry of a lock that is held and not yet expired at the
+// server-time estimate now to now+expire. It reports whether it matched.
+func (s *store) renew(ctx context.Context, key string, h holder, now serverTime, expire time.Duration) (bool, error) {
+	live := bson.D{{Key: "$or", Value: bson.A{
+		bson.D{{Key: fieldExpire, Value: nil}},
+		bson.D{{Key: fieldExpire, Value: bson.D{{Key: "$gt", Value: now.at}}}},
+	}}}
+	res, err := s.coll.UpdateOne(ctx,
+		guarded(key, h.cond(), bson.D{{Key: fieldLocked, Value: true}}, live),
+		bson.D{{Key: "$set", Value: bson.D{{Key: fieldExpire, Value: now.at.Add(expire)}}}})
+	if err != nil {
+		return false, err
+	}
+	return res.MatchedCount == 1, nil
+}
+
+// find reads the lock document for key; ErrNotFound if there is none.
+func (s *store) find(ctx context.Context, key string) (*lockDoc, error) {
+	raw, err := s.coll.FindOne(ctx, bson.D{{Key: fieldKey, Value: key}}).Raw()
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, key)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return decodeLock(key, raw)
+}
+
+// serverLocalTime runs hello and returns the server's localTime.
+func (s *store) serverLocalTime(ctx context.Context) (time.Time, error) {
+	raw, err := s.coll.Database().RunCommand(ctx, bson.D{{Key: "hello", Value: 1}}).Raw()
+	if err != nil {
+		return time.Time{}, err
+	}
+	v, err := raw.LookupErr("localTime")
+	if err != nil {
+		return time.Time{}, errors.New("hello reply has no localTime")
+	}
+	ms, ok := v.DateTimeOK()
+	if !ok {
+		return time.Time{}, fmt.Errorf("hello reply's localTime is a %s, not a date", v.Type)
+	}
+	return time.UnixMilli(ms), nil
+}
+
+// errHeld is the store's answer when the lock is held by another
+// acquisition; callers turn it into false or a *LockedError.
+var errHeld = errors.New("held")
+
+// outcomeUnknown reports whether a failed operation may nevertheless have
+// been applied by the server (a network error or a timeout), so that the
+// caller must retry with the same token rather than give up.
+func outcomeUnknown(err error) bool {
+	return mongo.IsNetworkError(err) || mongo.IsTimeout(err) || errors.Is(err, context.DeadlineExceeded)
+}
