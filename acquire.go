@@ -24,6 +24,8 @@ type acquisition struct {
 	key, owner, token string
 	fence             int64
 	expire            time.Duration // 0: never expires
+	created           time.Time     // server time written as created
+	sent              time.Time     // local reading just before the winning request was sent
 	deadline          time.Time     // local reading after which it may be lost; zero: never
 }
 
@@ -55,26 +57,76 @@ func (c *Client) acquire(ctx context.Context, key, owner string, cfg lockConfig,
 		defer t.Stop()
 		timer = t.C
 	}
-	timedOut := false
+	var (
+		timedOut bool
+		backoff  = min(firstBackoff, c.cfg.retryInterval)
+		expiry   time.Time // local reading when the holder's lock surely expired; zero: unknown
+		sleep    = time.NewTimer(time.Hour)
+	)
+	defer sleep.Stop()
 	for {
+		// Enter the wait room before the attempt, so a release between the
+		// attempt and the sleep is not missed.
+		released, leave := c.waits.enter(key)
 		acq, err := c.attempt(ctx, key, owner, token, cfg.expire)
-		if !errors.Is(err, errHeld) {
+		if !errors.Is(err, errHeld) || timedOut || mode == waitNever || (mode == waitTimeout && timer == nil) {
+			leave()
+			if errors.Is(err, errHeld) {
+				return nil, errHeld
+			}
 			return acq, err
 		}
-		if timedOut || mode == waitNever || (mode == waitTimeout && timer == nil) {
-			return nil, errHeld
+		// Held. Sleep a jittered backoff that doubles up to the retry
+		// interval, or until the holder's expiry if that comes sooner, or
+		// until a release through this Client wakes us.
+		if expiry.IsZero() || !c.cfg.now().Before(expiry) {
+			expiry = c.holderExpiry(ctx, key)
 		}
-		wait := time.NewTimer(jitter(c.cfg.retryInterval))
+		d := jitter(backoff)
+		if !expiry.IsZero() {
+			if untilExpiry := expiry.Sub(c.cfg.now()); untilExpiry < d {
+				d = max(untilExpiry, 0)
+			}
+		}
+		backoff = min(2*backoff, c.cfg.retryInterval)
+		sleep.Reset(d)
 		select {
 		case <-ctx.Done():
-			wait.Stop()
+			leave()
 			return nil, fmt.Errorf("mongolock: waiting for lock %q: %w", key, ctx.Err())
 		case <-timer:
 			timedOut = true // one last attempt at the deadline
-		case <-wait.C:
+		case <-released:
+		case <-sleep.C:
 		}
-		wait.Stop()
+		leave()
+		if !sleep.Stop() {
+			select {
+			case <-sleep.C:
+			default:
+			}
+		}
 	}
+}
+
+// firstBackoff is a waiter's first sleep; it doubles up to the retry
+// interval.
+const firstBackoff = 5 * time.Millisecond
+
+// holderExpiry returns the local reading after which the current holder's
+// lock has surely expired on the server's clock (its expiry plus the clock
+// estimate's error), or zero if that is not known (never expires, gone, or
+// unreadable).
+func (c *Client) holderExpiry(ctx context.Context, key string) time.Time {
+	d, err := c.store.find(ctx, key)
+	if err != nil || !d.Locked || d.Expire.IsZero() {
+		return time.Time{}
+	}
+	now, err := c.clock.Now(ctx)
+	if err != nil {
+		return time.Time{}
+	}
+	return now.local.Add(d.Expire.Sub(now.at) + now.err + time.Millisecond)
 }
 
 // attempt makes one attempt to take key. An attempt whose outcome is
@@ -132,7 +184,7 @@ func (c *Client) settle(ctx context.Context, key, owner, token string, now serve
 	c.noteFence(fence)
 	return &acquisition{
 		key: key, owner: owner, token: token, fence: fence, expire: expire,
-		deadline: localDeadline(now, expire),
+		created: now.at, sent: now.local, deadline: localDeadline(now, expire),
 	}, nil
 }
 
@@ -181,7 +233,7 @@ func (c *Client) noteFence(f int64) {
 func (c *Client) abandon(ctx context.Context, key, token string) {
 	release := func(ctx context.Context) error {
 		_, _, err := c.retry(ctx, func(ctx context.Context) (bool, error) {
-			return c.store.release(ctx, key, holder{token: token})
+			return c.store.release(ctx, key, holder{token: token}, serverTime{})
 		})
 		return err
 	}
@@ -193,6 +245,29 @@ func (c *Client) abandon(ctx context.Context, key, token string) {
 		defer cancel()
 		_ = release(ctx)
 	})
+}
+
+// releaseToken releases the acquisition token of key. With minHold, a
+// release before created+minHold (server time) instead leaves the lock held
+// until then, under a token nobody has, so nobody can renew it. Waiters in
+// this process are woken when the lock is actually free.
+func (c *Client) releaseToken(ctx context.Context, key, token string, created time.Time, minHold time.Duration) (ok, unknown bool, err error) {
+	now, err := c.clock.Now(ctx)
+	if err != nil {
+		return false, false, err
+	}
+	holdUntil := created.Add(minHold)
+	held := minHold > 0 && now.earliest().Before(holdUntil)
+	ok, unknown, err = c.retry(ctx, func(ctx context.Context) (bool, error) {
+		if held {
+			return c.store.releaseHeld(ctx, key, token, holdUntil)
+		}
+		return c.store.release(ctx, key, holder{token: token}, now)
+	})
+	if err == nil && !held {
+		c.notifyReleased(key)
+	}
+	return ok, unknown, err
 }
 
 // retry runs op, resending it while its outcome is unknown, up to

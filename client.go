@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -26,21 +27,29 @@ type Client struct {
 	lastFence atomic.Int64
 	closed    atomic.Bool
 
-	mu   sync.Mutex
-	held map[string]heldLock // owner-named acquisitions made through this Client
+	mu     sync.Mutex
+	held   map[string]heldLock // owner-named acquisitions made through this Client
+	leases map[*Lease]struct{} // live leases, released by Close
+
+	keeper keeper   // renews kept-alive leases
+	waits  waitRoom // in-process waiters, woken by releases
 
 	// Background work (releases of abandoned acquisitions) runs under bgCtx
 	// and is waited for by Close.
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
+	bgMu     sync.Mutex
+	bgClosed bool
 }
 
 // heldLock remembers the token of an owner-named acquisition, so that
 // Release and Touch with the same owner act on that acquisition only.
 type heldLock struct {
-	owner string
-	token string
+	owner   string
+	token   string
+	created time.Time     // server time it was taken (for MinHold)
+	minHold time.Duration // MinHold
 }
 
 // Connect connects to the MongoDB deployment at uri and returns a Client
@@ -121,7 +130,9 @@ func buildClientConfig(opts []Option) (clientConfig, error) {
 }
 
 func newClient(coll *mongo.Collection, cfg clientConfig) *Client {
-	c := &Client{cfg: cfg, store: store{coll: coll}, held: make(map[string]heldLock)}
+	c := &Client{cfg: cfg, store: store{coll: coll}, held: make(map[string]heldLock), leases: make(map[*Lease]struct{})}
+	c.keeper = keeper{c: c, leases: make(map[*Lease]struct{}), wake: make(chan struct{}, 1)}
+	c.waits = waitRoom{rooms: make(map[string]*room)}
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
 	c.clock = &serverClock{
 		hello:   c.store.serverLocalTime,
@@ -135,14 +146,19 @@ func newClient(coll *mongo.Collection, cfg clientConfig) *Client {
 // Collection returns the collection that holds the locks.
 func (c *Client) Collection() *mongo.Collection { return c.store.coll }
 
-// Close marks the Client closed, waits (until ctx ends) for its background
-// clean-up to finish, and, if Connect created its connection, disconnects
-// it. Locks still held stay held until they are released or expire. Close
-// is safe to call more than once.
+// Close releases the leases this Client holds (best effort, bounded by
+// ctx), stops its keep-alive and every other goroutine it started, and, if
+// Connect created its connection, disconnects it. Locks taken with the
+// owner-named Lock stay held until they are released or expire, as in the
+// Python package. Close is safe to call more than once.
 func (c *Client) Close(ctx context.Context) error {
 	if c.closed.Swap(true) {
 		return nil
 	}
+	c.releaseAll(ctx)
+	c.bgMu.Lock()
+	c.bgClosed = true
+	c.bgMu.Unlock()
 	done := make(chan struct{})
 	go func() { c.bg.Wait(); close(done) }()
 	select {
@@ -160,9 +176,45 @@ func (c *Client) Close(ctx context.Context) error {
 	return nil
 }
 
+// releaseAll releases every live lease: those without MinHold in one
+// round trip, the others one by one (they need their own expiry).
+func (c *Client) releaseAll(ctx context.Context) {
+	c.mu.Lock()
+	leases := make([]*Lease, 0, len(c.leases))
+	for l := range c.leases {
+		leases = append(leases, l)
+	}
+	c.mu.Unlock()
+	var keys, tokens []string
+	var plain []*Lease
+	for _, l := range leases {
+		if l.minHold > 0 {
+			_ = l.release(ctx)
+			continue
+		}
+		keys, tokens, plain = append(keys, l.key), append(tokens, l.token), append(plain, l)
+	}
+	if len(plain) > 0 {
+		if now, err := c.clock.Now(ctx); err == nil {
+			_, _, _ = c.retry(ctx, func(ctx context.Context) (bool, error) {
+				return true, c.store.releaseMany(ctx, keys, tokens, now)
+			})
+		}
+		for _, l := range plain {
+			l.ended()
+			c.notifyReleased(l.key)
+		}
+	}
+}
+
 // background runs fn in a goroutine that Close waits for; fn's ctx ends
 // when Close gives up waiting.
 func (c *Client) background(fn func(ctx context.Context)) {
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	if c.bgClosed {
+		return // Close is waiting or has waited: start nothing more
+	}
 	c.bg.Add(1)
 	go func() {
 		defer c.bg.Done()

@@ -12,13 +12,14 @@ import (
 // so Python and Go workers on one collection exclude each other; the rest
 // are this package's additions.
 const (
-	fieldKey     = "_id"     // the lock's key
-	fieldLocked  = "locked"  // true while held
-	fieldOwner   = "owner"   // holder's name, null when released
-	fieldCreated = "created" // server time the holder took it, null when released
-	fieldExpire  = "expire"  // server time it expires, null for never / released
-	fieldToken   = "token"   // random per-acquisition token (this package)
-	fieldFence   = "fence"   // fencing token of the latest acquisition (this package)
+	fieldKey      = "_id"      // the lock's key
+	fieldLocked   = "locked"   // true while held
+	fieldOwner    = "owner"    // holder's name, null when released
+	fieldCreated  = "created"  // server time the holder took it, null when released
+	fieldExpire   = "expire"   // server time it expires, null for never / released
+	fieldToken    = "token"    // random per-acquisition token (this package)
+	fieldFence    = "fence"    // fencing token of the latest acquisition (this package)
+	fieldReleased = "released" // server time of the latest release (this package)
 )
 
 // LockInfo describes a stored lock. Times are the database server's.

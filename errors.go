@@ -30,6 +30,11 @@ var (
 	// returned is a *DocumentError. The document is left as it was.
 	ErrInvalidDocument = errors.New("mongolock: stored lock document has the wrong shape")
 
+	// ErrLost means a lease was lost while its holder thought it held it:
+	// it expired before it could be renewed, or was taken over, deleted or
+	// released elsewhere. Lease.Err returns it, wrapped with the reason.
+	ErrLost = errors.New("mongolock: lock lost")
+
 	// ErrClosed means the Client was closed.
 	ErrClosed = errors.New("mongolock: client is closed")
 )

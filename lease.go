@@ -12,15 +12,25 @@ import (
 // only this Lease can renew or release it, whatever owner name others use.
 // It is safe for concurrent use.
 type Lease struct {
-	c     *Client
-	key   string
-	owner string
-	token string
-	fence int64
+	c         *Client
+	key       string
+	owner     string
+	token     string
+	fence     int64
+	created   time.Time     // server time written as created (for MinHold)
+	minHold   time.Duration // MinHold
+	keepAlive bool
 
-	mu       sync.Mutex
-	deadline time.Time // local reading after which it may be lost; zero: never
-	released bool
+	lost chan struct{} // closed by lose
+
+	mu        sync.Mutex
+	expire    time.Duration // current expire period; 0: never expires
+	deadline  time.Time     // local reading after which it may be lost; zero: never
+	nextRenew time.Time     // local reading when keep-alive renews it next
+	timer     *time.Timer   // calls lose at deadline
+	released  bool
+	err       error         // why it was lost
+	onLost    []func(error) // called once when it is lost
 }
 
 // Acquire takes the lock key, waiting while another owner holds it: until
@@ -58,7 +68,90 @@ func (c *Client) acquireLease(ctx context.Context, key, owner string, cfg lockCo
 	if err != nil {
 		return nil, err
 	}
-	return &Lease{c: c, key: acq.key, owner: acq.owner, token: acq.token, fence: acq.fence, deadline: acq.deadline}, nil
+	l := &Lease{
+		c: c, key: acq.key, owner: acq.owner, token: acq.token, fence: acq.fence,
+		created: acq.created, minHold: cfg.minHold,
+		keepAlive: cfg.keepAlive == nil || *cfg.keepAlive,
+		lost:      make(chan struct{}),
+		expire:    acq.expire,
+		deadline:  acq.deadline,
+	}
+	if l.expire > 0 {
+		l.nextRenew = acq.sent.Add(renewEvery(l.expire))
+		l.timer = time.AfterFunc(l.deadline.Sub(c.cfg.now()), func() {
+			l.lose(fmt.Errorf("%w: %q was not renewed before it expired", ErrLost, l.key))
+		})
+	}
+	c.track(l)
+	return l, nil
+}
+
+// renewEvery is how often keep-alive renews a lease of the given period.
+func renewEvery(expire time.Duration) time.Duration { return expire / 3 }
+
+// lose marks the lease lost for the reason err (once), closes Lost and
+// stops its keep-alive.
+func (l *Lease) lose(err error) {
+	l.mu.Lock()
+	if l.err != nil || l.released {
+		l.mu.Unlock()
+		return
+	}
+	l.err = err
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	callbacks := l.onLost
+	l.onLost = nil
+	l.mu.Unlock()
+	close(l.lost)
+	l.c.untrack(l)
+	for _, f := range callbacks {
+		f(err)
+	}
+}
+
+// whenLost registers f to be called (once) if the lease is lost.
+func (l *Lease) whenLost(f func(error)) {
+	l.mu.Lock()
+	if err := l.err; err != nil {
+		l.mu.Unlock()
+		f(err)
+		return
+	}
+	l.onLost = append(l.onLost, f)
+	l.mu.Unlock()
+}
+
+// renewed records a successful renewal judged at now for period d.
+func (l *Lease) renewed(now serverTime, d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil || l.released {
+		return
+	}
+	l.expire = d
+	l.deadline = localDeadline(now, d)
+	l.nextRenew = now.local.Add(renewEvery(d))
+	if l.timer != nil {
+		l.timer.Reset(l.deadline.Sub(l.c.cfg.now()))
+	} else {
+		l.timer = time.AfterFunc(l.deadline.Sub(l.c.cfg.now()), func() {
+			l.lose(fmt.Errorf("%w: %q was not renewed before it expired", ErrLost, l.key))
+		})
+	}
+}
+
+// ended marks the lease released (not lost) and stops its timer.
+func (l *Lease) ended() {
+	l.mu.Lock()
+	l.released = true
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	l.onLost = nil
+	l.mu.Unlock()
+	l.c.untrack(l)
 }
 
 // Key returns the lock's key.
@@ -86,9 +179,10 @@ func (l *Lease) ExpiresAt() time.Time {
 	return l.deadline
 }
 
-// Renew extends the lease to expire d from now (server time). It returns an
-// error matching ErrNotHeld if the lease was released, or expired before
-// the renewal reached the server, or was taken over.
+// Renew extends the lease to expire d from now (server time); keep-alive
+// goes on with period d. It returns an error matching ErrNotHeld if the
+// lease was released, or expired before the renewal reached the server, or
+// was taken over, and the lease's Err (matching ErrLost) once it is lost.
 func (l *Lease) Renew(ctx context.Context, d time.Duration) error {
 	if err := l.c.checkOpen(); err != nil {
 		return err
@@ -97,47 +191,64 @@ func (l *Lease) Renew(ctx context.Context, d time.Duration) error {
 		return err
 	}
 	l.mu.Lock()
-	released := l.released
+	released, lostErr := l.released, l.err
 	l.mu.Unlock()
-	if released {
+	switch {
+	case released:
 		return fmt.Errorf("mongolock: renewing %q: %w (released)", l.key, ErrNotHeld)
+	case lostErr != nil:
+		return fmt.Errorf("mongolock: renewing %q: %w (%w)", l.key, ErrNotHeld, lostErr)
 	}
 	now, err := l.c.renew(ctx, l.key, holder{token: l.token}, d)
 	if err != nil {
 		return fmt.Errorf("mongolock: renewing %q: %w", l.key, err)
 	}
-	l.mu.Lock()
-	l.deadline = localDeadline(now, d)
-	l.mu.Unlock()
+	l.renewed(now, d)
 	return nil
 }
 
-// Release releases the lease. It returns an error matching ErrNotHeld if the
-// lease had already been released, or had expired and been taken over
-// (then this holder's critical section was not exclusive to the end). A
-// release whose reply is lost is retried with the same token, so it cannot
-// leak the lock.
+// Release releases the lease (with MinHold, it stays held until the
+// minimum has passed, and then is free; it can no longer be renewed). It
+// returns an error matching ErrNotHeld if the lease had already been
+// released, or had expired and been taken over (then this holder's
+// critical section was not exclusive to the end). A release whose reply is
+// lost is retried with the same token, so it cannot leak the lock.
 func (l *Lease) Release(ctx context.Context) error {
 	if err := l.c.checkOpen(); err != nil {
 		return err
 	}
+	return l.release(ctx)
+}
+
+func (l *Lease) release(ctx context.Context) error {
 	l.mu.Lock()
 	if l.released {
 		l.mu.Unlock()
 		return fmt.Errorf("mongolock: releasing %q: %w (already released)", l.key, ErrNotHeld)
 	}
 	l.mu.Unlock()
-	ok, unknown, err := l.c.retry(ctx, func(ctx context.Context) (bool, error) {
-		return l.c.store.release(ctx, l.key, holder{token: l.token})
-	})
+	ok, unknown, err := l.c.releaseToken(ctx, l.key, l.token, l.created, l.minHold)
 	if err != nil {
 		return fmt.Errorf("mongolock: releasing %q: %w", l.key, err)
 	}
-	l.mu.Lock()
-	l.released = true
-	l.mu.Unlock()
+	l.ended()
 	if !ok && !unknown {
 		return fmt.Errorf("mongolock: releasing %q: %w (it expired and was taken over)", l.key, ErrNotHeld)
 	}
 	return nil
+}
+
+// Lost returns a channel that is closed when the lease is known lost: taken
+// over by another holder after it expired, deleted, released elsewhere, or
+// not renewed before its expiry (judged on the local monotonic clock against
+// the server-time expiry less the clock margin, so it closes even if the
+// server never answers). Err then says why. Release does not close it.
+func (l *Lease) Lost() <-chan struct{} { return l.lost }
+
+// Err returns nil while the lease is held (or after it was released), and an
+// error matching ErrLost, saying why, once Lost is closed.
+func (l *Lease) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
 }

@@ -158,7 +158,7 @@ func TestSameNameLeases(t *testing.T) {
 	srv := mongolocktest.Start(t)
 	c := newClient(t, srv, mongolock.WithRetryInterval(10*time.Millisecond))
 	ctx := testCtx(t)
-	old, err := c.TryAcquire(ctx, "k", mongolock.Owner("same"), mongolock.Expire(100*time.Millisecond))
+	old, err := c.TryAcquire(ctx, "k", mongolock.Owner("same"), mongolock.Expire(100*time.Millisecond), mongolock.KeepAlive(false))
 	if err != nil {
 		t.Fatal(err)
 	}

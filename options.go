@@ -127,6 +127,8 @@ type lockConfig struct {
 	timeoutSet bool
 	owner      string
 	ownerSet   bool
+	keepAlive  *bool
+	minHold    time.Duration
 }
 
 // Expire makes the lock expire d after it is taken (judged on the database
@@ -149,6 +151,23 @@ func Owner(name string) LockOption {
 	return func(c *lockConfig) { c.owner, c.ownerSet = name, true }
 }
 
+// KeepAlive says whether a lease taken with Expire is renewed automatically
+// (about every third of its expire period) until it is released. The
+// default is true for Acquire, TryAcquire and Do; Lock's acquisitions are
+// never renewed automatically (use Touch), as in the Python package.
+func KeepAlive(on bool) LockOption {
+	return func(c *lockConfig) { c.keepAlive = &on }
+}
+
+// MinHold makes a release that comes less than d after the lock was taken
+// leave it held until d has passed (server time): a job that finishes fast
+// on one machine is then not run again by another machine whose schedule
+// fires a little later. The lock is released at that point, not renewed, so
+// nobody can extend it.
+func MinHold(d time.Duration) LockOption {
+	return func(c *lockConfig) { c.minHold = d }
+}
+
 func buildLockConfig(opts []LockOption) (lockConfig, error) {
 	var c lockConfig
 	for _, o := range opts {
@@ -160,6 +179,9 @@ func buildLockConfig(opts []LockOption) (lockConfig, error) {
 		if err := validExpire("Expire", c.expire); err != nil {
 			return c, err
 		}
+	}
+	if c.minHold < 0 {
+		return c, argError("MinHold", "must not be negative, got %v", c.minHold)
 	}
 	if c.timeout < 0 {
 		return c, argError("Timeout", "must not be negative, got %v", c.timeout)

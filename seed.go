@@ -35,7 +35,7 @@ func (c *Client) Lock(ctx context.Context, key, owner string, opts ...LockOption
 		return false, err
 	}
 	c.mu.Lock()
-	c.held[key] = heldLock{owner: owner, token: acq.token}
+	c.held[key] = heldLock{owner: owner, token: acq.token, created: acq.created, minHold: cfg.minHold}
 	c.mu.Unlock()
 	return true, nil
 }
@@ -44,17 +44,17 @@ func (c *Client) Lock(ctx context.Context, key, owner string, opts ...LockOption
 // Client's acquisition of key, or the owner name if this Client never
 // acquired key. If this Client acquired key for another owner, or already
 // released it, the owner does not hold it through this Client.
-func (c *Client) holderFor(key, owner string) (holder, error) {
+func (c *Client) holderFor(key, owner string) (holder, heldLock, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	h, ok := c.held[key]
 	switch {
 	case !ok:
-		return holder{owner: owner}, nil
+		return holder{owner: owner}, h, nil
 	case h.owner != owner || h.token == "":
-		return holder{}, fmt.Errorf("%w: %q by %q through this client", ErrNotHeld, key, owner)
+		return holder{}, h, fmt.Errorf("%w: %q by %q through this client", ErrNotHeld, key, owner)
 	}
-	return holder{token: h.token}, nil
+	return holder{token: h.token}, h, nil
 }
 
 // forget marks this Client's acquisition of key as ended; the key stays
@@ -85,13 +85,24 @@ func (c *Client) Release(ctx context.Context, key, owner string) error {
 	if err := c.checkKeyOwner(key, owner); err != nil {
 		return err
 	}
-	h, err := c.holderFor(key, owner)
+	h, hl, err := c.holderFor(key, owner)
 	if err != nil {
 		return err
 	}
-	ok, unknown, err := c.retry(ctx, func(ctx context.Context) (bool, error) {
-		return c.store.release(ctx, key, h)
-	})
+	var ok, unknown bool
+	if h.token != "" {
+		ok, unknown, err = c.releaseToken(ctx, key, h.token, hl.created, hl.minHold)
+	} else {
+		var now serverTime
+		if now, err = c.clock.Now(ctx); err == nil {
+			ok, unknown, err = c.retry(ctx, func(ctx context.Context) (bool, error) {
+				return c.store.release(ctx, key, h, now)
+			})
+		}
+		if err == nil && ok {
+			c.notifyReleased(key)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("mongolock: releasing %q: %w", key, err)
 	}
@@ -114,7 +125,7 @@ func (c *Client) Touch(ctx context.Context, key, owner string, expire time.Durat
 	if err := validExpire("expire", expire); err != nil {
 		return err
 	}
-	h, err := c.holderFor(key, owner)
+	h, _, err := c.holderFor(key, owner)
 	if err != nil {
 		return err
 	}
@@ -186,8 +197,10 @@ const doReleaseTimeout = 10 * time.Second
 // returns, also when fn returns an error or panics (the panic continues
 // after the release). If the lock is held by another owner (after Timeout,
 // if given), Do returns a *LockedError naming the holder, matching
-// ErrLocked. If the lock was lost before fn returned (it expired and was
-// taken over), Do's error matches ErrNotHeld as well as carrying fn's error.
+// ErrLocked. With Expire, the lock is kept alive while fn runs (unless
+// KeepAlive(false)), and fn's ctx is cancelled, with the lease's error as
+// its cause, as soon as the lock is known lost; Do's error then matches
+// ErrLost as well as carrying fn's error.
 func (c *Client) Do(ctx context.Context, key, owner string, fn func(ctx context.Context) error, opts ...LockOption) (err error) {
 	if fn == nil {
 		return argError("fn", "must not be nil")
@@ -203,12 +216,18 @@ func (c *Client) Do(ctx context.Context, key, owner string, fn func(ctx context.
 	if err != nil {
 		return err
 	}
+	fctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	l.whenLost(cancel)
 	defer func() {
+		if lost := l.Err(); lost != nil {
+			err = errors.Join(err, lost)
+		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), doReleaseTimeout)
 		defer cancel()
-		if rerr := l.Release(rctx); rerr != nil {
+		if rerr := l.release(rctx); rerr != nil && l.Err() == nil {
 			err = errors.Join(err, rerr)
 		}
 	}()
-	return fn(ctx)
+	return fn(fctx)
 }

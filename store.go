@@ -114,18 +114,107 @@ func (h holder) cond() bson.D {
 
 // release frees the lock, writing the Python package's released shape and
 // keeping the token and fence, so that a retried release still matches and
-// the fence keeps rising. It reports whether a document matched.
-func (s *store) release(ctx context.Context, key string, h holder) (bool, error) {
+// the fence keeps rising; released records when (for Purge; zero now
+// writes null). It reports whether a document matched.
+func (s *store) release(ctx context.Context, key string, h holder, now serverTime) (bool, error) {
+	var released any
+	if !now.at.IsZero() {
+		released = now.at
+	}
 	res, err := s.coll.UpdateOne(ctx, guarded(key, h.cond()), bson.D{{Key: "$set", Value: bson.D{
 		{Key: fieldLocked, Value: false},
 		{Key: fieldOwner, Value: nil},
 		{Key: fieldCreated, Value: nil},
 		{Key: fieldExpire, Value: nil},
+		{Key: fieldReleased, Value: released},
 	}}})
 	if err != nil {
 		return false, err
 	}
 	return res.MatchedCount == 1, nil
+}
+
+// heldSuffix marks the token of a lock released under MinHold: it stays
+// locked until its expiry, but no acquisition's token matches it any more.
+const heldSuffix = ":held"
+
+// releaseHeld releases the lock held with token but keeps it locked until
+// until (MinHold): the expiry becomes until and the token is retired, so
+// nobody can renew it. It reports whether a document matched.
+func (s *store) releaseHeld(ctx context.Context, key, token string, until time.Time) (bool, error) {
+	res, err := s.coll.UpdateOne(ctx, guarded(key, bson.D{{Key: fieldToken, Value: token}}),
+		bson.D{{Key: "$set", Value: bson.D{
+			{Key: fieldExpire, Value: until},
+			{Key: fieldToken, Value: token + heldSuffix},
+		}}})
+	if err != nil {
+		return false, err
+	}
+	return res.MatchedCount == 1, nil
+}
+
+// renewMany renews, in one round trip, the locks held with tokens (keys
+// are their keys) that have not expired at now, to expire d after now. It
+// returns how many it renewed; renewedOrLost tells which.
+func (s *store) renewMany(ctx context.Context, keys, tokens []string, now serverTime, d time.Duration) (int64, error) {
+	res, err := s.coll.UpdateMany(ctx, bson.D{
+		{Key: fieldKey, Value: bson.D{{Key: "$in", Value: keys}}},
+		{Key: fieldToken, Value: bson.D{{Key: "$in", Value: tokens}}},
+		{Key: fieldLocked, Value: true},
+		{Key: fieldExpire, Value: bson.D{{Key: "$gt", Value: now.at}}},
+	}, bson.D{{Key: "$set", Value: bson.D{{Key: fieldExpire, Value: now.at.Add(d)}}}})
+	if err != nil {
+		return 0, err
+	}
+	return res.MatchedCount, nil
+}
+
+// releaseMany releases, in one round trip, the locks held with tokens.
+func (s *store) releaseMany(ctx context.Context, keys, tokens []string, now serverTime) error {
+	_, err := s.coll.UpdateMany(ctx, bson.D{
+		{Key: fieldKey, Value: bson.D{{Key: "$in", Value: keys}}},
+		{Key: fieldToken, Value: bson.D{{Key: "$in", Value: tokens}}},
+	}, bson.D{{Key: "$set", Value: bson.D{
+		{Key: fieldLocked, Value: false},
+		{Key: fieldOwner, Value: nil},
+		{Key: fieldCreated, Value: nil},
+		{Key: fieldExpire, Value: nil},
+		{Key: fieldReleased, Value: now.at},
+	}}})
+	return err
+}
+
+// findMany reads the lock documents of keys; documents of the wrong shape
+// are left out.
+func (s *store) findMany(ctx context.Context, keys []string) (map[string]*lockDoc, error) {
+	cur, err := s.coll.Find(ctx, bson.D{{Key: fieldKey, Value: bson.D{{Key: "$in", Value: keys}}}})
+	if err != nil {
+		return nil, err
+	}
+	defer cur.Close(ctx)
+	out := make(map[string]*lockDoc, len(keys))
+	for cur.Next(ctx) {
+		key, _ := cur.Current.Lookup(fieldKey).StringValueOK()
+		if d, err := decodeLock(key, cur.Current); err == nil {
+			out[key] = d
+		}
+	}
+	return out, cur.Err()
+}
+
+// purge deletes lock documents idle since before cutoff (server time):
+// released before it (or released by the Python package, which records no
+// time), or expired before it. It returns how many it deleted.
+func (s *store) purge(ctx context.Context, cutoff time.Time) (int64, error) {
+	res, err := s.coll.DeleteMany(ctx, bson.D{{Key: "$or", Value: bson.A{
+		bson.D{{Key: fieldLocked, Value: false}, {Key: fieldReleased, Value: bson.D{{Key: "$lt", Value: cutoff}}}},
+		bson.D{{Key: fieldLocked, Value: false}, {Key: fieldReleased, Value: nil}},
+		bson.D{{Key: fieldLocked, Value: true}, {Key: fieldExpire, Value: bson.D{{Key: "$lt", Value: cutoff}}}},
+	}}})
+	if err != nil {
+		return 0, err
+	}
+	return res.DeletedCount, nil
 }
 
 // renew moves the expiry of a lock that is held and not yet expired at the
@@ -182,4 +271,52 @@ var errHeld = errors.New("held")
 // caller must retry with the same token rather than give up.
 func outcomeUnknown(err error) bool {
 	return mongo.IsNetworkError(err) || mongo.IsTimeout(err) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// list reads the lock documents whose _id matches the regular expression
+// pattern, sorted by _id.
+func (s *store) list(ctx context.Context, pattern string) ([]*lockDoc, error) {
+	cur, err := s.coll.Find(ctx,
+		bson.D{{Key: fieldKey, Value: bson.D{{Key: "$regex", Value: pattern}}}},
+		options.Find().SetSort(bson.D{{Key: fieldKey, Value: 1}}))
+	if err != nil {
+		return nil, err
+	}
+	defer cur.Close(ctx)
+	var out []*lockDoc
+	for cur.Next(ctx) {
+		key, _ := cur.Current.Lookup(fieldKey).StringValueOK()
+		d, err := decodeLock(key, cur.Current)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, cur.Err()
+}
+
+// forceRelease writes the released shape whoever holds key (a document of
+// the wrong shape excepted) and returns the document as it was before. The
+// token is replaced, so the former holder can no longer renew or release.
+func (s *store) forceRelease(ctx context.Context, key string, now serverTime) (*lockDoc, error) {
+	raw, err := s.coll.FindOneAndUpdate(ctx, guarded(key), bson.D{{Key: "$set", Value: bson.D{
+		{Key: fieldLocked, Value: false},
+		{Key: fieldOwner, Value: nil},
+		{Key: fieldCreated, Value: nil},
+		{Key: fieldExpire, Value: nil},
+		{Key: fieldToken, Value: nil},
+		{Key: fieldReleased, Value: now.at},
+	}}}, options.FindOneAndUpdate().SetReturnDocument(options.Before)).Raw()
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		// Absent, or of the wrong shape: find tells which.
+		d, ferr := s.find(ctx, key)
+		if ferr != nil {
+			return nil, ferr
+		}
+		return nil, &DocumentError{Key: key, Field: fieldExpire, Problem: fmt.Sprintf("does not match the expected shape (locked=%v)", d.Locked)}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return decodeLock(key, raw)
 }

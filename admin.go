@@ -1,0 +1,83 @@
+package mongolock
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// This file holds operations for operators and tools rather than workers:
+// listing locks and clearing a lock whatever its holder.
+
+// List returns the stored locks whose keys start with prefix (all locks if
+// prefix is ""), sorted by key. A stored document of the wrong shape makes
+// List fail with an error matching ErrInvalidDocument that names its key.
+func (c *Client) List(ctx context.Context, prefix string) ([]LockInfo, error) {
+	if err := c.checkOpen(); err != nil {
+		return nil, err
+	}
+	if len(prefix) > maxKeyBytes {
+		return nil, argError("prefix", "must be at most %d bytes, got %d", maxKeyBytes, len(prefix))
+	}
+	docs, err := c.store.list(ctx, "^"+regexp.QuoteMeta(prefix))
+	if err != nil {
+		return nil, fmt.Errorf("mongolock: listing locks: %w", err)
+	}
+	out := make([]LockInfo, len(docs))
+	for i, d := range docs {
+		out[i] = d.LockInfo
+	}
+	return out, nil
+}
+
+// ForceRelease releases the lock key whoever holds it, and returns the lock
+// as it was before (so a tool can say what it cleared). It is for operators
+// clearing a lock whose holder is gone: the holder, if alive, is not told
+// until its next renewal fails. ErrNotFound if there is no such lock.
+func (c *Client) ForceRelease(ctx context.Context, key string) (*LockInfo, error) {
+	if err := c.checkOpen(); err != nil {
+		return nil, err
+	}
+	if err := validKey(key); err != nil {
+		return nil, err
+	}
+	now, err := c.clock.Now(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var before *lockDoc
+	_, _, err = c.retry(ctx, func(ctx context.Context) (bool, error) {
+		var err error
+		before, err = c.store.forceRelease(ctx, key, now)
+		return before != nil, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mongolock: force-releasing %q: %w", key, err)
+	}
+	c.notifyReleased(key)
+	return &before.LockInfo, nil
+}
+
+// Purge deletes the lock documents that have been released or expired
+// for longer than idleFor (server time) and returns how many it deleted. A
+// lock that is held is never touched. idleFor must be at least twice
+// WithMaxClockError, which is what keeps fences rising across the deletion
+// (docs/DESIGN.md, "Fencing").
+func (c *Client) Purge(ctx context.Context, idleFor time.Duration) (int64, error) {
+	if err := c.checkOpen(); err != nil {
+		return 0, err
+	}
+	if min := 2 * c.cfg.maxClockError; idleFor < min {
+		return 0, argError("idleFor", "must be at least twice WithMaxClockError (%v) so that fences keep rising, got %v", min, idleFor)
+	}
+	now, err := c.clock.Now(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n, err := c.store.purge(ctx, now.earliest().Add(-idleFor))
+	if err != nil {
+		return n, fmt.Errorf("mongolock: purging idle locks: %w", err)
+	}
+	return n, nil
+}
