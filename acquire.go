@@ -159,6 +159,10 @@ func (c *Client) attempt(ctx context.Context, key, owner, token string, expire t
 		if unknown || outcomeUnknown(err) {
 			c.abandon(ctx, key, token)
 		}
+		if ctx.Err() != nil {
+			// The driver does not always wrap the context's error.
+			return nil, fmt.Errorf("mongolock: acquiring %q: %w (%v)", key, ctx.Err(), err)
+		}
 		return nil, fmt.Errorf("mongolock: acquiring %q: %w", key, err)
 	}
 }

@@ -81,3 +81,18 @@ func (c *Client) Purge(ctx context.Context, idleFor time.Duration) (int64, error
 	}
 	return n, nil
 }
+
+// ServerTime returns this Client's estimate of the database server's clock
+// now and the bound on its error (the estimate is within ±bound of the
+// server's clock). It is the clock every expiry decision uses; it samples
+// the server only when its estimate is older than WithClockRefresh.
+func (c *Client) ServerTime(ctx context.Context) (now time.Time, bound time.Duration, err error) {
+	if err := c.checkOpen(); err != nil {
+		return time.Time{}, 0, err
+	}
+	t, err := c.clock.Now(ctx)
+	if err != nil {
+		return time.Time{}, 0, err
+	}
+	return t.at, t.err, nil
+}

@@ -119,9 +119,13 @@ func timeBoth(libFirst bool, lib, floor func() error) (libD, floorD time.Duratio
 // document has (so both sides pay the server the same for the data), with
 // the simplest filter, no checks and no decoding.
 func floorCycle(ctx context.Context, coll *mongo.Collection, i int) error {
+	return floorCycleKey(ctx, coll, "floor", i)
+}
+
+func floorCycleKey(ctx context.Context, coll *mongo.Collection, key string, i int) error {
 	now := time.Now()
 	opts := options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.Before)
-	err := coll.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: "floor"}},
+	err := coll.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: key}},
 		bson.D{
 			{Key: "$set", Value: bson.D{
 				{Key: "locked", Value: true}, {Key: "owner", Value: "owner"}, {Key: "created", Value: now},
@@ -132,7 +136,7 @@ func floorCycle(ctx context.Context, coll *mongo.Collection, i int) error {
 	if err != nil && err != mongo.ErrNoDocuments {
 		return err
 	}
-	return coll.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: "floor"}},
+	return coll.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: key}},
 		bson.D{{Key: "$set", Value: bson.D{
 			{Key: "locked", Value: false}, {Key: "owner", Value: nil}, {Key: "created", Value: nil}, {Key: "expire", Value: nil},
 		}}}).Err()

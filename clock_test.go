@@ -151,3 +151,29 @@ func TestClockErrorBoundEnforced(t *testing.T) {
 		t.Fatalf("error %v should say the clock bound is exceeded", err)
 	}
 }
+
+// TestCronDriftMinHold is the seed README's cron scenario end to end: the
+// machines' clocks differ by 10s; machine1's job takes the lock, finishes
+// in a moment and releases; machine2's schedule fires a few seconds later
+// (here: at once, the worst case). With MinHold covering the schedule's
+// spread, machine2 does not run the job again.
+func TestCronDriftMinHold(t *testing.T) {
+	srv := mongolocktest.Start(t)
+	ctx := ctxFor(t)
+	machine1 := connectSkewed(t, srv, -5*time.Second)
+	machine2 := connectSkewed(t, srv, 5*time.Second)
+	runs := 0
+	job := func(context.Context) error { runs++; time.Sleep(50 * time.Millisecond); return nil }
+
+	if err := machine1.Do(ctx, "TaskA", "machine1", job, MinHold(1500*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	err := machine2.Do(ctx, "TaskA", "machine2", job, MinHold(1500*time.Millisecond))
+	if !errors.Is(err, ErrLocked) || runs != 1 {
+		t.Fatalf("machine2 right after machine1's fast run: %v (runs %d); want ErrLocked and one run", err, runs)
+	}
+	time.Sleep(1600 * time.Millisecond)
+	if err := machine2.Do(ctx, "TaskA", "machine2", job); err != nil || runs != 2 {
+		t.Fatalf("machine2's next period: %v (runs %d); want it to run", err, runs)
+	}
+}

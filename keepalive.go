@@ -10,10 +10,10 @@ import (
 // keeper renews the kept-alive leases of one Client. One goroutine (started
 // when the first such lease appears, ending when none is left) wakes when a
 // lease is due, gathers every lease due soon, and renews them together: one
-// updateMany per expire period in use, so 10,000 leases cost one round trip
-// per tick rather than 10,000. When fewer documents matched than leases were
-// sent, one find tells which leases were lost and why; the others are
-// unaffected.
+// unordered bulk write per expire period in use, so 10,000 leases cost one
+// round trip per tick rather than 10,000. When fewer documents matched than
+// leases were sent, one find tells which leases were lost and why; the
+// others are unaffected.
 type keeper struct {
 	c *Client
 
@@ -83,10 +83,11 @@ func (k *keeper) loop(ctx context.Context) {
 	}
 }
 
-// due returns the leases to renew now (those due within a twelfth of their
-// period, so that leases acquired close together are renewed together),
-// and how long to sleep otherwise. ok is false, and the loop must end, when
-// there are no leases.
+// due returns the leases to renew now, and how long to sleep otherwise. A
+// round starts when the earliest lease reaches its renewal time, and takes
+// along every lease that would be due within half its interval: after one
+// round, leases acquired at different times are in step and renewed
+// together, one round per interval however many leases there are.
 func (k *keeper) due() (due []*Lease, next time.Duration, ok bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -96,17 +97,28 @@ func (k *keeper) due() (due []*Lease, next time.Duration, ok bool) {
 	}
 	now := k.c.cfg.now()
 	next = time.Hour
+	type waiting struct {
+		l    *Lease
+		wait time.Duration
+		half time.Duration
+	}
+	all := make([]waiting, 0, len(k.leases))
 	for l := range k.leases {
 		l.mu.Lock()
-		wait := l.nextRenew.Sub(now) - l.expire/12
+		w := waiting{l, l.nextRenew.Sub(now), renewEvery(l.expire) / 2}
 		l.mu.Unlock()
-		if wait <= 0 {
-			due = append(due, l)
-		} else if wait < next {
-			next = wait
+		all = append(all, w)
+		next = min(next, w.wait)
+	}
+	if next > 0 {
+		return nil, next, true
+	}
+	for _, w := range all {
+		if w.wait <= w.half {
+			due = append(due, w.l)
 		}
 	}
-	return due, next, true
+	return due, 0, true
 }
 
 // renew renews due, grouped by expire period.
@@ -125,27 +137,27 @@ func (k *keeper) renew(ctx context.Context, due []*Lease) {
 
 func (k *keeper) renewGroup(ctx context.Context, d time.Duration, group []*Lease) {
 	c := k.c
-	// Give up on this round at the earliest deadline in the group: a lease
-	// past its deadline is lost anyway (its timer says so), and the loop
-	// must not hang on a server that does not answer.
-	earliest := time.Hour
+	// Give up on this round when no lease in it can still be saved (each
+	// lease's own timer reports it lost at its deadline), so the loop never
+	// hangs on a server that does not answer.
+	latest := time.Duration(0)
 	keys := make([]string, len(group))
 	tokens := make([]string, len(group))
 	for i, l := range group {
 		l.mu.Lock()
-		if left := l.deadline.Sub(c.cfg.now()); left < earliest {
-			earliest = left
+		if left := l.deadline.Sub(c.cfg.now()); left > latest {
+			latest = left
 		}
 		l.mu.Unlock()
 		keys[i], tokens[i] = l.key, l.token
 	}
-	rctx, cancel := context.WithTimeout(ctx, max(earliest, time.Millisecond))
+	rctx, cancel := context.WithTimeout(ctx, max(latest, time.Millisecond))
 	defer cancel()
 
 	retryLater := func() {
 		for _, l := range group {
 			l.mu.Lock()
-			l.nextRenew = c.cfg.now().Add(min(renewRetry, renewEvery(d)/4) + l.expire/12)
+			l.nextRenew = c.cfg.now().Add(min(renewRetry, renewEvery(d)/4))
 			l.mu.Unlock()
 		}
 	}

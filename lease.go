@@ -77,10 +77,12 @@ func (c *Client) acquireLease(ctx context.Context, key, owner string, cfg lockCo
 		deadline:  acq.deadline,
 	}
 	if l.expire > 0 {
+		l.mu.Lock() // the timer may fire at once; lose waits for this
 		l.nextRenew = acq.sent.Add(renewEvery(l.expire))
 		l.timer = time.AfterFunc(l.deadline.Sub(c.cfg.now()), func() {
 			l.lose(fmt.Errorf("%w: %q was not renewed before it expired", ErrLost, l.key))
 		})
+		l.mu.Unlock()
 	}
 	c.track(l)
 	return l, nil

@@ -153,20 +153,26 @@ func (s *store) releaseHeld(ctx context.Context, key, token string, until time.T
 	return res.MatchedCount == 1, nil
 }
 
-// renewMany renews, in one round trip, the locks held with tokens (keys
-// are their keys) that have not expired at now, to expire d after now. It
-// returns how many it renewed; renewedOrLost tells which.
+// renewMany renews, in one round trip (an unordered bulk write of one
+// update per lease, each by _id so that it uses the _id index), the locks
+// held with tokens[i] on keys[i] that have not expired at now, to expire d
+// after now. It returns how many it renewed.
 func (s *store) renewMany(ctx context.Context, keys, tokens []string, now serverTime, d time.Duration) (int64, error) {
-	res, err := s.coll.UpdateMany(ctx, bson.D{
-		{Key: fieldKey, Value: bson.D{{Key: "$in", Value: keys}}},
-		{Key: fieldToken, Value: bson.D{{Key: "$in", Value: tokens}}},
-		{Key: fieldLocked, Value: true},
-		{Key: fieldExpire, Value: bson.D{{Key: "$gt", Value: now.at}}},
-	}, bson.D{{Key: "$set", Value: bson.D{{Key: fieldExpire, Value: now.at.Add(d)}}}})
-	if err != nil {
+	update := bson.D{{Key: "$set", Value: bson.D{{Key: fieldExpire, Value: now.at.Add(d)}}}}
+	models := make([]mongo.WriteModel, len(keys))
+	for i := range keys {
+		models[i] = mongo.NewUpdateOneModel().SetFilter(bson.D{
+			{Key: fieldKey, Value: keys[i]},
+			{Key: fieldToken, Value: tokens[i]},
+			{Key: fieldLocked, Value: true},
+			{Key: fieldExpire, Value: bson.D{{Key: "$gt", Value: now.at}}},
+		}).SetUpdate(update)
+	}
+	res, err := s.coll.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+	if res == nil {
 		return 0, err
 	}
-	return res.MatchedCount, nil
+	return res.MatchedCount, err
 }
 
 // releaseMany releases, in one round trip, the locks held with tokens.

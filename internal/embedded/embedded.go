@@ -160,9 +160,14 @@ func (s *Server) prepareDir(dir string) error {
 	return nil
 }
 
-// sqliteURL returns FerretDB's SQLiteURL for the directory dir.
+// sqliteURL returns FerretDB's SQLiteURL for the directory dir. FerretDB
+// puts SQLite in WAL mode; synchronous(normal) makes a commit skip the
+// fsync (the WAL is synced at checkpoints), which is still crash-safe for
+// the database file and makes each write a fraction of a millisecond
+// instead of about one: a bulk write of N updates is N commits.
 func sqliteURL(dir string) string {
-	u := url.URL{Scheme: "file", Path: filepath.ToSlash(dir) + "/", OmitHost: true}
+	u := url.URL{Scheme: "file", Path: filepath.ToSlash(dir) + "/", OmitHost: true,
+		RawQuery: "_pragma=synchronous(normal)"}
 	return u.String()
 }
 

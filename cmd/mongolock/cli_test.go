@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/mongolock/mongolock"
+)
+
+// runInProcess runs the command line in this process, with the given
+// environment, and returns its exit code and output.
+func runInProcess(env map[string]string, args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = execute(stdio{in: strings.NewReader(""), out: &out, err: &errb}, func(k string) string { return env[k] }, args)
+	return code, out.String(), errb.String()
+}
+
+// Usage errors exit 2 with a message and the usage, before any lock is
+// touched.
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	srv, flags := server(t)
+	c := newClient(t, srv)
+	const key = "untouched"
+
+	tests := []struct {
+		name string
+		args []string
+		want string // in standard error
+	}{
+		{"unknown command", []string{"lock"}, `unknown command "lock"`},
+		{"no command", nil, "no command given"},
+		{"run without --", []string{"run", "--key", key, "echo", "hi"}, "put the command after --"},
+		{"run with nothing after --", []string{"run", "--key", key, "--"}, "no command given"},
+		{"run with an argument before --", []string{"run", "--key", key, "echo", "--", "hi"}, "unexpected argument"},
+		{"run without --key", []string{"run", "--", "true"}, `"key" not set`},
+		{"run with an unknown flag", []string{"run", "--key", key, "--bogus", "--", "true"}, "unknown flag: --bogus"},
+		{"run with a zero expiry", []string{"run", "--key", key, "--expire", "0s", "--", "true"}, "--expire must be at least 1ms"},
+		{"run with a bad timeout", []string{"run", "--key", key, "--timeout", "soon", "--", "true"}, "-1 to wait without limit"},
+		{"run with a negative kill grace", []string{"run", "--key", key, "--kill-grace", "-1s", "--", "true"}, "--kill-grace"},
+		{"run with an exit code out of range", []string{"run", "--key", key, "-E", "300", "--", "true"}, "between 0 and 255"},
+		{"run with an empty key", []string{"run", "--key", "", "--", "true"}, "--key must not be empty"},
+		{"status with two keys", []string{"status", key, "other"}, "at most one KEY"},
+		{"status with key and prefix", []string{"status", key, "--prefix", "p"}, "not both"},
+		{"release without owner or force", []string{"release", key}, "--owner OWNER"},
+		{"release with owner and force", []string{"release", key, "--owner", "o", "--force"}, "not both"},
+		{"release without a key", []string{"release", "--force"}, "exactly one KEY"},
+		{"demo with one worker", []string{"demo", "--workers", "1"}, "--workers must be between 2 and 64"},
+		{"doctor with arguments", []string{"doctor", "extra"}, "unknown command"},
+		{"version with arguments", []string{"version", "extra"}, "unknown command"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The server flags go right after the command's name, before
+			// a "--".
+			line := append([]string(nil), flags...)
+			if len(tt.args) > 0 {
+				line = args([]string{tt.args[0]}, flags, tt.args[1:])
+			}
+			code, _, stderr := runInProcess(nil, line...)
+			if code != exitUsage {
+				t.Errorf("exit code %d, want %d; stderr:\n%s", code, exitUsage, stderr)
+			}
+			if !strings.Contains(stderr, tt.want) {
+				t.Errorf("stderr does not say %q:\n%s", tt.want, stderr)
+			}
+			if !strings.Contains(stderr, "Usage:") {
+				t.Errorf("stderr has no usage:\n%s", stderr)
+			}
+		})
+	}
+
+	if _, err := c.Info(testCtx(t), key); !errors.Is(err, mongolock.ErrNotFound) {
+		t.Errorf("after the usage errors, Info(%q) = %v; want ErrNotFound: no lock may be touched", key, err)
+	}
+}
+
+// Without --uri and MONGOLOCK_URI, commands that need a server exit 2 and
+// say how to give one.
+func TestNoServerGiven(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"run", "--key", "k", "--", "true"},
+		{"status"},
+		{"release", "k", "--force"},
+		{"doctor"},
+	} {
+		t.Run(args[0], func(t *testing.T) {
+			code, _, stderr := runInProcess(nil, args...)
+			if code != exitUsage {
+				t.Errorf("exit code %d, want %d", code, exitUsage)
+			}
+			for _, want := range []string{"--uri", "MONGOLOCK_URI", "mongolock devserver"} {
+				if !strings.Contains(stderr, want) {
+					t.Errorf("stderr does not mention %s:\n%s", want, stderr)
+				}
+			}
+		})
+	}
+}
+
+// MONGOLOCK_URI is used when --uri is absent, and --uri wins over it.
+func TestURIFromEnvironment(t *testing.T) {
+	t.Parallel()
+	srv, _ := server(t)
+	env := map[string]string{envURI: srv.URI()}
+
+	code, stdout, stderr := runInProcess(env, "status", "--database", srv.Database())
+	if code != 0 || !strings.Contains(stdout, "no locks in") {
+		t.Errorf("status with MONGOLOCK_URI: exit %d\n%s%s", code, stdout, stderr)
+	}
+
+	unreachable := "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300&connectTimeoutMS=300"
+	code, _, stderr = runInProcess(env, "status", "--uri", unreachable)
+	if code != exitFailure || !strings.Contains(stderr, "127.0.0.1:1") {
+		t.Errorf("status with --uri and MONGOLOCK_URI: exit %d, want %d (the flag wins)\n%s", code, exitFailure, stderr)
+	}
+}
+
+// Passwords in URIs are never printed, whatever goes wrong.
+func TestPasswordNeverPrinted(t *testing.T) {
+	t.Parallel()
+	const secret = "hunter2secret"
+	tests := []struct {
+		name string
+		args []string
+		code int
+	}{
+		{"unreachable", []string{"status", "--uri", "mongodb://alice:" + secret + "@127.0.0.1:1/?serverSelectionTimeoutMS=300&connectTimeoutMS=300"}, exitFailure},
+		{"unparseable", []string{"status", "--uri", "mongodb://alice:" + secret + "@127.0.0.1:1/?replicaSet=x&directConnection=true&loadBalanced=true"}, exitUsage},
+		{"bad scheme", []string{"doctor", "--uri", "mongo://alice:" + secret + "@host"}, exitUsage},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := runInProcess(nil, tt.args...)
+			if code != tt.code {
+				t.Errorf("exit code %d, want %d\n%s", code, tt.code, stderr)
+			}
+			if strings.Contains(stdout+stderr, secret) {
+				t.Errorf("the password was printed:\n%s%s", stdout, stderr)
+			}
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	r := runBinary(t, "", nil, "version")
+	if r.code != 0 {
+		t.Fatal(r)
+	}
+	for _, want := range []string{"mongolock", runtime.Version(), "go.mongodb.org/mongo-driver/v2"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("version output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+}
+
+// Every command has help with examples, and the ones that can fail list
+// their exit codes.
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	for _, cmd := range []string{"run", "status", "release", "devserver", "demo", "doctor", "version"} {
+		t.Run(cmd, func(t *testing.T) {
+			code, stdout, stderr := runInProcess(nil, cmd, "--help")
+			if code != 0 {
+				t.Fatalf("exit code %d\n%s", code, stderr)
+			}
+			for _, want := range []string{"Usage:", "Examples:", "Exit code"} {
+				if !strings.Contains(stdout, want) {
+					t.Errorf("help lacks %q:\n%s", want, stdout)
+				}
+			}
+		})
+	}
+	r := runBinary(t, "", nil, "--help")
+	if r.code != 0 || !strings.Contains(r.stdout, "mongolock demo") {
+		t.Errorf("mongolock --help:\n%s", r)
+	}
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mongolock/mongolock"
+)
+
+func TestRelease(t *testing.T) {
+	t.Parallel()
+	srv, flags := server(t)
+	holder := newClient(t, srv)
+	other := newClient(t, srv)
+	ctx := testCtx(t)
+
+	lock := func(t *testing.T, key string) *mongolock.Lease {
+		t.Helper()
+		l, err := holder.TryAcquire(ctx, key, mongolock.Owner("ops-1"), mongolock.Expire(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	locked := func(t *testing.T, key string) bool {
+		t.Helper()
+		info, err := other.Info(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Locked
+	}
+
+	t.Run("by its owner", func(t *testing.T) {
+		lock(t, "r1")
+		r := runBinary(t, "", nil, args([]string{"release", "r1", "--owner", "ops-1"}, flags)...)
+		if r.code != 0 || !strings.Contains(r.stdout, `released the lock "r1"`) {
+			t.Fatal(r)
+		}
+		if locked(t, "r1") {
+			t.Error("still locked")
+		}
+	})
+
+	t.Run("by another owner", func(t *testing.T) {
+		lock(t, "r2")
+		r := runBinary(t, "", nil, args([]string{"release", "r2", "--owner", "ops-2"}, flags)...)
+		if r.code != exitFailure || !strings.Contains(r.stderr, `held by "ops-1"`) {
+			t.Errorf("want exit 1 naming the holder:\n%s", r)
+		}
+		if !locked(t, "r2") {
+			t.Error("released by the wrong owner")
+		}
+	})
+
+	t.Run("forced", func(t *testing.T) {
+		l := lock(t, "r3")
+		r := runBinary(t, "", nil, args([]string{"release", "r3", "--force"}, flags)...)
+		if r.code != 0 {
+			t.Fatal(r)
+		}
+		for _, want := range []string{`force-released the lock "r3"`, `held by "ops-1"`, "since ", "fence " + strconv.FormatInt(l.Fence(), 10)} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("output lacks %q:\n%s", want, r.stdout)
+			}
+		}
+		if locked(t, "r3") {
+			t.Error("still locked")
+		}
+		if err := l.Renew(ctx, time.Minute); !errors.Is(err, mongolock.ErrNotHeld) {
+			t.Errorf("the former holder's Renew = %v, want ErrNotHeld", err)
+		}
+	})
+
+	t.Run("forced, not held", func(t *testing.T) {
+		l := lock(t, "r4")
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r := runBinary(t, "", nil, args([]string{"release", "r4", "--force"}, flags)...)
+		if r.code != 0 || !strings.Contains(r.stdout, "not held") {
+			t.Errorf("want exit 0 saying it was not held:\n%s", r)
+		}
+	})
+
+	t.Run("no such lock", func(t *testing.T) {
+		for _, how := range [][]string{{"--force"}, {"--owner", "ops-1"}} {
+			r := runBinary(t, "", nil, args([]string{"release", "r-none"}, how, flags)...)
+			if r.code != exitFailure || !strings.Contains(r.stderr, "no") {
+				t.Errorf("release %v of a missing lock: want exit 1:\n%s", how, r)
+			}
+			if _, err := other.Info(ctx, "r-none"); !errors.Is(err, mongolock.ErrNotFound) {
+				t.Errorf("release %v created a document: %v", how, err)
+			}
+		}
+	})
+}

@@ -1,0 +1,294 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
+
+	"github.com/mongolock/mongolock"
+)
+
+// Exit codes shared by the commands. A command run by "mongolock run" adds
+// its own: the child's exit status, 128+n when a signal n killed it.
+const (
+	exitOK         = 0
+	exitFailure    = 1   // the operation failed: server unreachable, lock not held, deployment unsafe
+	exitUsage      = 2   // bad flags or arguments, unknown command, no server given
+	exitLost       = 70  // run: the lock was lost while the command ran (EX_SOFTWARE)
+	exitConflict   = 75  // run: the lock is held by someone else (EX_TEMPFAIL), see --conflict-exit-code
+	exitCannotExec = 126 // run: the command exists but cannot be executed
+	exitNotFound   = 127 // run: the command was not found
+)
+
+// envURI names the variable read when --uri is absent.
+const envURI = "MONGOLOCK_URI"
+
+// connectTimeout bounds connecting to the server (the driver's server
+// selection included).
+const connectTimeout = 15 * time.Second
+
+// stdio is where a command reads and writes; tests replace it.
+type stdio struct {
+	in       io.Reader
+	out, err io.Writer
+}
+
+// app holds what every command shares: its input and output, the
+// environment and the persistent flags.
+type app struct {
+	io     stdio
+	getenv func(string) string
+
+	uri        string
+	database   string
+	collection string
+}
+
+// exitError ends a command with an exit code. err, if not nil, is printed
+// on standard error; usage adds the command's usage after it.
+type exitError struct {
+	code  int
+	err   error
+	usage bool
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitError) Unwrap() error { return e.err }
+
+// usageError is a mistake in the command line: exit 2, with the usage.
+func usageError(format string, a ...any) error {
+	return &exitError{code: exitUsage, err: fmt.Errorf(format, a...), usage: true}
+}
+
+// failure is an operation that failed: exit 1.
+func failure(err error) error {
+	if errors.Is(err, mongolock.ErrInvalidArgument) {
+		return &exitError{code: exitUsage, err: err}
+	}
+	return &exitError{code: exitFailure, err: err}
+}
+
+// exitWith ends with code, printing err if it is not nil.
+func exitWith(code int, err error) error { return &exitError{code: code, err: err} }
+
+// run runs the command line args (without the program name) and returns
+// the exit code.
+func run(args ...string) int {
+	return execute(stdio{in: os.Stdin, out: os.Stdout, err: os.Stderr}, os.Getenv, args)
+}
+
+// execute runs args with the given input, output and environment.
+func execute(sio stdio, getenv func(string) string, args []string) int {
+	a := &app{io: sio, getenv: getenv}
+	root := a.rootCommand()
+	root.SetArgs(args)
+	root.SetIn(sio.in)
+	root.SetOut(sio.out)
+	root.SetErr(sio.err)
+
+	cmd, err := root.ExecuteC()
+	if err == nil {
+		return exitOK
+	}
+
+	var ee *exitError
+	if !errors.As(err, &ee) {
+		// Every command returns an *exitError; anything else comes from
+		// cobra's parsing: an unknown command, flag or argument.
+		ee = &exitError{code: exitUsage, err: err, usage: true}
+	}
+	if ee.err != nil {
+		fmt.Fprintf(sio.err, "mongolock: %v\n", ee.err)
+	}
+	if ee.usage && cmd != nil {
+		fmt.Fprintf(sio.err, "\n%s", cmd.UsageString())
+	}
+	return ee.code
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "mongolock",
+		Short: "Distributed locks kept in MongoDB",
+		Long: `mongolock runs commands under a distributed lock kept in MongoDB, shows and
+clears locks, checks whether a deployment is safe for locking, and runs a
+local MongoDB-compatible server and a demonstration.
+
+The server comes from --uri, or from the MONGOLOCK_URI environment variable
+when --uri is absent. Passwords in URIs are never printed.
+
+New here? Run "mongolock demo": it starts its own server and shows several
+processes sharing one lock.`,
+		Example: `  mongolock demo
+  mongolock devserver &
+  export MONGOLOCK_URI='mongodb://127.0.0.1:27017/?directConnection=true'
+  mongolock run --key nightly-report -- ./report.sh
+  mongolock status
+  mongolock doctor --uri mongodb://db1,db2,db3/?replicaSet=rs0`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return usageError("no command given")
+		},
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+	}
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return &exitError{code: exitUsage, err: err, usage: true}
+	})
+
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.uri, "uri", "", "MongoDB connection string (default: $"+envURI+")")
+	pf.StringVar(&a.database, "database", mongolock.DefaultDatabase, "database that holds the lock collection")
+	pf.StringVar(&a.collection, "collection", mongolock.DefaultCollection, "collection that holds the locks")
+
+	root.AddCommand(
+		a.runCommand(),
+		a.statusCommand(),
+		a.releaseCommand(),
+		a.devserverCommand(),
+		a.demoCommand(),
+		a.demoWorkerCommand(),
+		a.doctorCommand(),
+		a.versionCommand(),
+	)
+	return root
+}
+
+// serverURI returns the URI to connect to: --uri if given, else
+// $MONGOLOCK_URI. Without either it is a usage error that says how to give
+// one.
+func (a *app) serverURI(cmd *cobra.Command) (string, error) {
+	uri := a.uri
+	if !cmd.Flags().Changed("uri") {
+		uri = a.getenv(envURI)
+	}
+	if uri == "" {
+		return "", &exitError{code: exitUsage, err: fmt.Errorf(
+			"no MongoDB server given: pass --uri mongodb://HOST:PORT or set %s.\n"+
+				"For a local server to try things on, run \"mongolock devserver\" in another terminal", envURI)}
+	}
+	if err := checkURI(uri); err != nil {
+		return "", err
+	}
+	return uri, nil
+}
+
+// checkURI reports a connection string that does not parse as a usage
+// error, without its password.
+func checkURI(uri string) error {
+	if _, err := connstring.ParseAndValidate(uri); err != nil {
+		return &exitError{code: exitUsage, err: fmt.Errorf("invalid connection string %s: %v",
+			mongolock.RedactURI(uri), redact(err.Error(), uri))}
+	}
+	return nil
+}
+
+// redact removes uri's password from text.
+func redact(text, uri string) string {
+	u, err := url.Parse(uri)
+	if err != nil || u.User == nil {
+		return text
+	}
+	if pw, ok := u.User.Password(); ok && pw != "" {
+		text = strings.ReplaceAll(text, pw, "xxxxx")
+		text = strings.ReplaceAll(text, url.QueryEscape(pw), "xxxxx")
+	}
+	return text
+}
+
+// connect connects a lock client to the server of cmd's flags. The
+// returned client must be closed.
+func (a *app) connect(ctx context.Context, cmd *cobra.Command, opts ...mongolock.Option) (*mongolock.Client, string, error) {
+	uri, err := a.serverURI(cmd)
+	if err != nil {
+		return nil, "", err
+	}
+	c, err := a.connectURI(ctx, uri, opts...)
+	return c, uri, err
+}
+
+// connectURI connects a lock client to uri, with the --database and
+// --collection flags.
+func (a *app) connectURI(ctx context.Context, uri string, opts ...mongolock.Option) (*mongolock.Client, error) {
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	opts = append([]mongolock.Option{
+		mongolock.WithDatabase(a.database),
+		mongolock.WithCollection(a.collection),
+	}, opts...)
+	c, err := mongolock.Connect(ctx, uri, opts...)
+	if err != nil {
+		return nil, failure(redactErr(err, uri))
+	}
+	return c, nil
+}
+
+// redactErr returns err, or an error with the same text less uri's
+// password if the text contained it. (The library already redacts its own
+// errors; this guards the driver's.)
+func redactErr(err error, uri string) error {
+	if s := redact(err.Error(), uri); s != err.Error() {
+		return errors.New(s)
+	}
+	return err
+}
+
+// closeClient closes c, bounded in time; errors are of no use to the user
+// at that point.
+func closeClient(c *mongolock.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = c.Close(ctx)
+}
+
+// checkKey rejects an empty key before any server is contacted.
+func checkKey(key string) error {
+	if key == "" {
+		return usageError("the lock key must not be empty")
+	}
+	return nil
+}
+
+// fmtDuration formats d for people: milliseconds below a second, tenths
+// of a second below a minute, whole seconds above.
+func fmtDuration(d time.Duration) string {
+	neg := d < 0
+	if neg {
+		d = -d
+	}
+	var s string
+	switch {
+	case d < time.Millisecond:
+		s = d.Round(time.Microsecond).String()
+	case d < time.Second:
+		s = d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		s = d.Round(100 * time.Millisecond).String()
+	default:
+		s = d.Round(time.Second).String()
+	}
+	if neg {
+		return "-" + s
+	}
+	return s
+}
+
+// fmtTime formats a server time for people (UTC, to the second).
+func fmtTime(t time.Time) string {
+	return t.UTC().Format("2006-01-02 15:04:05Z")
+}

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mongolock/mongolock"
+)
+
+// Lock states shown by "status".
+const (
+	stateHeld     = "held"     // locked, and not expired by the server's clock
+	stateExpired  = "expired"  // locked, but expired: anyone may take it
+	stateReleased = "released" // released by its holder or an operator
+)
+
+// statusJSON is the output of "status --json". Its shape is stable: fields
+// may be added, none removed or changed. Times are the database server's,
+// in RFC 3339 with nanoseconds, UTC.
+type statusJSON struct {
+	ServerTime time.Time  `json:"server_time"` // the server's clock when the locks were read
+	Locks      []lockJSON `json:"locks"`       // sorted by key; empty, never null
+}
+
+// lockJSON is one lock in statusJSON.
+type lockJSON struct {
+	Key         string     `json:"key"`
+	State       string     `json:"state"`         // "held", "expired" or "released"
+	Owner       string     `json:"owner"`         // "" when released
+	Since       *time.Time `json:"since"`         // when the holder took it; null when released
+	Expires     *time.Time `json:"expires"`       // null if it never expires, or is released
+	ExpiresInMS *int64     `json:"expires_in_ms"` // expires minus server_time; negative once expired; null with expires
+	Fence       int64      `json:"fence"`         // fencing token of the latest acquisition; 0 if none
+}
+
+func (a *app) statusCommand() *cobra.Command {
+	var (
+		prefix  string
+		asJSON  bool
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "status [KEY | --prefix PREFIX]",
+		Short: "Show locks: who holds them, since when, until when",
+		Long: `Status shows the lock KEY, the locks whose keys start with --prefix, or all
+locks: key, state, owner, since, expires in, fence.
+
+A lock is "held" while it is locked and has not expired by the database
+server's clock, "expired" when its holder stopped renewing it (anyone may
+take it), "released" when its holder or an operator released it. Times are
+the server's.
+
+--json prints, for scripts:
+
+  {"server_time": "2026-01-02T15:04:05.123Z",
+   "locks": [{"key": "nightly-report", "state": "held", "owner": "worker-1",
+              "since": "2026-01-02T15:03:35.001Z", "expires": "2026-01-02T15:04:35.001Z",
+              "expires_in_ms": 29878, "fence": 1767366215001000}]}
+
+"since" is null when released; "expires" and "expires_in_ms" are null when
+the lock never expires or is released; "expires_in_ms" is negative once it
+has expired. Fields may be added, never removed.
+
+Exit codes: 0 when the locks could be read (also when none matched a
+prefix); 1 if KEY does not exist or the server could not be read; 2 for a
+usage error.`,
+		Example: `  mongolock status
+  mongolock status nightly-report
+  mongolock status --prefix jobs/ --json | jq -r '.locks[] | select(.state == "held") | .key'`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case len(args) > 1:
+				return usageError("at most one KEY, got %d arguments", len(args))
+			case len(args) == 1 && cmd.Flags().Changed("prefix"):
+				return usageError("give either KEY or --prefix, not both")
+			case len(args) == 1:
+				return checkKey(args[0])
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			c, _, err := a.connect(ctx, cmd)
+			if err != nil {
+				return err
+			}
+			defer closeClient(c)
+
+			var locks []mongolock.LockInfo
+			notFound := false
+			if len(args) == 1 {
+				info, err := c.Info(ctx, args[0])
+				switch {
+				case errors.Is(err, mongolock.ErrNotFound):
+					notFound = true
+				case err != nil:
+					return failure(err)
+				default:
+					locks = []mongolock.LockInfo{*info}
+				}
+			} else {
+				locks, err = c.List(ctx, prefix)
+				if err != nil {
+					return failure(err)
+				}
+			}
+			now, _, err := c.ServerTime(ctx)
+			if err != nil {
+				return failure(fmt.Errorf("reading the server's clock: %w", err))
+			}
+
+			if asJSON {
+				if err := a.printStatusJSON(now, locks); err != nil {
+					return failure(err)
+				}
+			} else {
+				a.printStatusTable(now, locks, len(args) == 1, prefix)
+			}
+			if notFound {
+				if asJSON {
+					return exitWith(exitFailure, nil)
+				}
+				return exitWith(exitFailure, fmt.Errorf("no lock %q in %s.%s", args[0], a.database, a.collection))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&prefix, "prefix", "", "show the locks whose keys start with this")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (shape above) instead of a table")
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
+	return cmd
+}
+
+// lockState classifies a lock at server time now.
+func lockState(l mongolock.LockInfo, now time.Time) string {
+	switch {
+	case !l.Locked:
+		return stateReleased
+	case !l.Expire.IsZero() && !l.Expire.After(now):
+		return stateExpired
+	}
+	return stateHeld
+}
+
+func (a *app) printStatusJSON(now time.Time, locks []mongolock.LockInfo) error {
+	out := statusJSON{ServerTime: now.UTC(), Locks: make([]lockJSON, 0, len(locks))}
+	for _, l := range locks {
+		j := lockJSON{Key: l.Key, State: lockState(l, now), Owner: l.Owner, Fence: l.Fence}
+		if !l.Created.IsZero() {
+			t := l.Created.UTC()
+			j.Since = &t
+		}
+		if !l.Expire.IsZero() && l.Locked {
+			t := l.Expire.UTC()
+			ms := l.Expire.Sub(now).Milliseconds()
+			j.Expires, j.ExpiresInMS = &t, &ms
+		}
+		out.Locks = append(out.Locks, j)
+	}
+	enc := json.NewEncoder(a.io.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+func (a *app) printStatusTable(now time.Time, locks []mongolock.LockInfo, single bool, prefix string) {
+	if len(locks) == 0 {
+		switch {
+		case single:
+		case prefix != "":
+			fmt.Fprintf(a.io.out, "no locks with keys starting with %q in %s.%s\n", prefix, a.database, a.collection)
+		default:
+			fmt.Fprintf(a.io.out, "no locks in %s.%s\n", a.database, a.collection)
+		}
+		return
+	}
+	tw := tabwriter.NewWriter(a.io.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEY\tSTATE\tOWNER\tSINCE\tEXPIRES IN\tFENCE")
+	for _, l := range locks {
+		state := lockState(l, now)
+		owner, since, expires := "-", "-", "-"
+		if l.Owner != "" {
+			owner = l.Owner
+		}
+		if !l.Created.IsZero() {
+			since = fmtTime(l.Created)
+		}
+		switch {
+		case state == stateReleased:
+		case l.Expire.IsZero():
+			expires = "never"
+		case state == stateExpired:
+			expires = "expired " + fmtDuration(now.Sub(l.Expire)) + " ago"
+		default:
+			expires = fmtDuration(l.Expire.Sub(now))
+		}
+		fence := "-"
+		if l.Fence != 0 {
+			fence = strconv.FormatInt(l.Fence, 10)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", l.Key, state, owner, since, expires, fence)
+	}
+	_ = tw.Flush()
+}
