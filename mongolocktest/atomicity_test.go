@@ -3,15 +3,13 @@ package mongolocktest_test
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/mongolock/mongolock/internal/atomicity"
 	"github.com/mongolock/mongolock/mongolocktest"
 )
 
@@ -22,95 +20,22 @@ type contention struct {
 	maxHolders   int32 // most clients that believed they held the lock at once
 }
 
-// contend runs the probe from TEST-SERVER.md: goroutines clients try
-// attempts times each to take a lease on one document with a conditional
-// upsert, hold it briefly, and release it. When stopOnOverlap is set, it
-// stops as soon as two holders overlap.
+// contend runs the probe from TEST-SERVER.md (internal/atomicity): goroutines
+// clients try attempts times each to take a lease on one document with a
+// conditional upsert, hold it briefly, and release it. When stopOnOverlap is
+// set, it stops as soon as two holders overlap.
 func contend(t *testing.T, client *mongo.Client, db string, goroutines, attempts int, stopOnOverlap bool) contention {
 	t.Helper()
-
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-
 	coll := client.Database(db).Collection(fmt.Sprintf("locks_%d", time.Now().UnixNano()))
-	const key = "k"
-
-	var (
-		holders, maxHolders atomic.Int32
-		acquisitions        atomic.Int64
-		wg                  sync.WaitGroup
-	)
-
-	for g := range goroutines {
-		me := fmt.Sprintf("owner-%d", g)
-
-		wg.Go(func() {
-			for range attempts {
-				if ctx.Err() != nil {
-					return
-				}
-
-				now := time.Now()
-				filter := bson.D{
-					{Key: "_id", Value: key},
-					{Key: "$or", Value: bson.A{
-						bson.D{{Key: "expire", Value: bson.D{{Key: "$lt", Value: now}}}},
-						bson.D{{Key: "owner", Value: me}},
-					}},
-				}
-				update := bson.D{
-					{Key: "$set", Value: bson.D{{Key: "owner", Value: me}, {Key: "expire", Value: now.Add(time.Hour)}}},
-					{Key: "$inc", Value: bson.D{{Key: "fence", Value: 1}}},
-				}
-				err := coll.FindOneAndUpdate(ctx, filter, update,
-					options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.After)).Err()
-				switch {
-				case mongo.IsDuplicateKeyError(err):
-					continue // held by another owner: the upsert collided with it
-				case err != nil:
-					if ctx.Err() == nil {
-						t.Errorf("acquire: %v", err)
-					}
-					return
-				}
-
-				acquisitions.Add(1)
-				n := holders.Add(1)
-				for m := maxHolders.Load(); n > m && !maxHolders.CompareAndSwap(m, n); m = maxHolders.Load() {
-				}
-				if n > 1 && stopOnOverlap {
-					cancel()
-				}
-
-				time.Sleep(time.Millisecond)
-				holders.Add(-1)
-
-				_, err = coll.UpdateOne(ctx,
-					bson.D{{Key: "_id", Value: key}, {Key: "owner", Value: me}},
-					bson.D{{Key: "$set", Value: bson.D{{Key: "owner", Value: ""}, {Key: "expire", Value: time.Unix(0, 0)}}}})
-				if err != nil {
-					if ctx.Err() == nil {
-						t.Errorf("release: %v", err)
-					}
-					return
-				}
-			}
-		})
+	r, err := atomicity.Round(ctx, coll, "k", atomicity.Config{
+		Goroutines: goroutines, Attempts: attempts, Hold: time.Millisecond, StopOnOverlap: stopOnOverlap,
+	})
+	if err != nil {
+		t.Fatalf("probe: %v", err)
 	}
-	wg.Wait()
-
-	var doc struct{ Fence int64 }
-	readCtx, readCancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer readCancel()
-	if err := coll.FindOne(readCtx, bson.D{{Key: "_id", Value: key}}).Decode(&doc); err != nil {
-		t.Fatalf("read fence: %v", err)
-	}
-
-	return contention{
-		acquisitions: acquisitions.Load(),
-		fence:        doc.Fence,
-		maxHolders:   maxHolders.Load(),
-	}
+	return contention{acquisitions: r.Acquisitions, fence: r.Fence, maxHolders: r.MaxHolders}
 }
 
 // TestAtomicity documents why the proxy exists: FerretDB 1.x executes

@@ -7,8 +7,6 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
 
 	"github.com/mongolock/mongolock"
+	"github.com/mongolock/mongolock/internal/atomicity"
 )
 
 // The atomicity probe (TEST-SERVER.md): probeGoroutines goroutines each
@@ -329,90 +328,11 @@ func (a *app) doctorAtomicity(ctx context.Context, r *doctorReport, coll *mongo.
 func atomicityRound(ctx context.Context, coll *mongo.Collection, key string, deadline time.Time) (probeResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, probeRoundLimit)
 	defer cancel()
-	var (
-		holders, maxHolders atomic.Int32
-		acquisitions        atomic.Int64
-		wg                  sync.WaitGroup
-		errOnce             sync.Once
-		firstErr            error
-	)
-	stop := make(chan struct{})
-	var stopOnce sync.Once
-	halt := func() { stopOnce.Do(func() { close(stop) }) }
-	fail := func(err error) {
-		if ctx.Err() == nil {
-			errOnce.Do(func() { firstErr = err })
-		}
-		halt()
-	}
-
-	for g := 0; g < probeGoroutines; g++ {
-		me := fmt.Sprintf("probe-%d", g)
-		wg.Go(func() {
-			for i := 0; i < probeAttempts; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if time.Now().After(deadline) && i > 0 {
-					return
-				}
-				now := time.Now()
-				filter := bson.D{
-					{Key: "_id", Value: key},
-					{Key: "$or", Value: bson.A{
-						bson.D{{Key: "expire", Value: bson.D{{Key: "$lt", Value: now}}}},
-						bson.D{{Key: "owner", Value: me}},
-					}},
-				}
-				update := bson.D{
-					{Key: "$set", Value: bson.D{{Key: "owner", Value: me}, {Key: "expire", Value: now.Add(time.Hour)}}},
-					{Key: "$inc", Value: bson.D{{Key: "fence", Value: 1}}},
-				}
-				err := coll.FindOneAndUpdate(ctx, filter, update,
-					options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.After)).Err()
-				switch {
-				case mongo.IsDuplicateKeyError(err):
-					continue // held by another: the upsert collided with it
-				case err != nil:
-					fail(fmt.Errorf("findOneAndUpdate: %w", err))
-					return
-				}
-				acquisitions.Add(1)
-				n := holders.Add(1)
-				for m := maxHolders.Load(); n > m && !maxHolders.CompareAndSwap(m, n); m = maxHolders.Load() {
-				}
-				if n > 1 {
-					halt()
-				}
-				time.Sleep(probeHold)
-				holders.Add(-1)
-				_, err = coll.UpdateOne(ctx,
-					bson.D{{Key: "_id", Value: key}, {Key: "owner", Value: me}},
-					bson.D{{Key: "$set", Value: bson.D{{Key: "owner", Value: ""}, {Key: "expire", Value: time.Unix(0, 0)}}}})
-				if err != nil {
-					fail(fmt.Errorf("release: %w", err))
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return probeResult{}, firstErr
-	}
-
-	res := probeResult{acquisitions: acquisitions.Load(), maxHolders: maxHolders.Load()}
-	var doc struct{ Fence int64 }
-	err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: key}}).Decode(&doc)
-	switch {
-	case errors.Is(err, mongo.ErrNoDocuments) && res.acquisitions == 0:
-	case err != nil:
-		return res, fmt.Errorf("reading the counter: %w", err)
-	}
-	res.fence = doc.Fence
-	return res, nil
+	r, err := atomicity.Round(ctx, coll, key, atomicity.Config{
+		Goroutines: probeGoroutines, Attempts: probeAttempts, Hold: probeHold,
+		StopOnOverlap: true, Deadline: deadline,
+	})
+	return probeResult{acquisitions: r.Acquisitions, fence: r.Fence, maxHolders: r.MaxHolders}, err
 }
 
 // describeOffset says how far ahead or behind the server's clock is.
