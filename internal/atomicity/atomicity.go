@@ -41,25 +41,37 @@ func (r Result) Atomic() bool { return r.MaxHolders <= 1 && r.Acquisitions == r.
 
 // Round runs the probe once on the document key of coll.
 func Round(ctx context.Context, coll *mongo.Collection, key string, cfg Config) (Result, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// Halting closes stop rather than cancelling ctx, so operations already
+	// sent finish: a cancelled upsert could still be applied after the
+	// caller dropped the scratch collection, and create it again.
 	var (
 		holders, maxHolders atomic.Int32
 		acquisitions        atomic.Int64
 		wg                  sync.WaitGroup
 		errOnce             sync.Once
 		firstErr            error
+		stop                = make(chan struct{})
+		stopOnce            sync.Once
 	)
+	halt := func() { stopOnce.Do(func() { close(stop) }) }
+	stopped := func() bool {
+		select {
+		case <-stop:
+			return true
+		default:
+			return ctx.Err() != nil
+		}
+	}
 	fail := func(err error) {
 		if ctx.Err() == nil {
 			errOnce.Do(func() { firstErr = err })
 		}
-		cancel()
+		halt()
 	}
 	for g := 0; g < cfg.Goroutines; g++ {
 		me := fmt.Sprintf("probe-%d", g)
 		wg.Go(func() {
-			for i := 0; i < cfg.Attempts && ctx.Err() == nil; i++ {
+			for i := 0; i < cfg.Attempts && !stopped(); i++ {
 				if i > 0 && !cfg.Deadline.IsZero() && time.Now().After(cfg.Deadline) {
 					return
 				}
@@ -89,7 +101,7 @@ func Round(ctx context.Context, coll *mongo.Collection, key string, cfg Config) 
 				for m := maxHolders.Load(); n > m && !maxHolders.CompareAndSwap(m, n); m = maxHolders.Load() {
 				}
 				if n > 1 && cfg.StopOnOverlap {
-					cancel()
+					halt()
 				}
 				time.Sleep(cfg.Hold)
 				holders.Add(-1)
@@ -108,7 +120,7 @@ func Round(ctx context.Context, coll *mongo.Collection, key string, cfg Config) 
 		return Result{}, firstErr
 	}
 	res := Result{Acquisitions: acquisitions.Load(), MaxHolders: maxHolders.Load()}
-	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer rcancel()
 	var doc struct{ Fence int64 }
 	err := coll.FindOne(rctx, bson.D{{Key: "_id", Value: key}}).Decode(&doc)
