@@ -30,6 +30,7 @@ type Lease struct {
 	timer     *time.Timer   // calls lose at deadline
 	released  bool
 	err       error         // why it was lost
+	lostAt    time.Time     // local reading when it was lost
 	onLost    []func(error) // called once when it is lost
 }
 
@@ -100,6 +101,7 @@ func (l *Lease) lose(err error) {
 		return
 	}
 	l.err = err
+	l.lostAt = l.c.cfg.now()
 	if l.timer != nil {
 		l.timer.Stop()
 	}

@@ -40,6 +40,11 @@ type clientConfig struct {
 	writeConcern  *writeconcern.WriteConcern
 	readConcern   *readconcern.ReadConcern
 	now           func() time.Time // wall clock; only ever used through the monotonic reading
+
+	// brokenClientClock makes acquisitions judge expiry on the local wall
+	// clock, as the Python package does. Only the stress harness sets it,
+	// to show that its checks catch that bug.
+	brokenClientClock bool
 }
 
 func defaultClientConfig() clientConfig {
@@ -116,6 +121,12 @@ func WithReadConcern(rc *readconcern.ReadConcern) Option {
 // local clock changes nothing: the package reads only the monotonic part of
 // the times it takes.
 func withWallClock(now func() time.Time) Option { return func(c *clientConfig) { c.now = now } }
+
+// withBrokenClientClockExpiry deliberately breaks the Client: it judges
+// expiry on the local wall clock. For the stress harness's self-test only.
+func withBrokenClientClockExpiry() Option {
+	return func(c *clientConfig) { c.brokenClientClock = true }
+}
 
 // LockOption configures one acquisition (Lock, Acquire, TryAcquire, Do).
 type LockOption func(*lockConfig)
