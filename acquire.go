@@ -71,10 +71,24 @@ func (c *Client) acquire(ctx context.Context, key, owner string, cfg lockConfig,
 		// attempt and the sleep is not missed.
 		released, leave := c.waits.enter(key)
 		acq, err := c.attempt(ctx, key, owner, token, cfg.expire)
-		if !errors.Is(err, errHeld) || timedOut || mode == waitNever || (mode == waitTimeout && timer == nil) {
+		if err == nil && !acq.deadline.IsZero() && !c.cfg.now().Before(acq.deadline) {
+			// The reply came back after the lease's own deadline (the
+			// server or the network stalled): the lock may already be
+			// someone else's. Give it back and treat the attempt as failed;
+			// later attempts use a new token, so the give-back can never
+			// free them.
+			c.abandon(ctx, key, token)
+			token = newToken()
+			acq, err = nil, errExpiredOnArrival
+		}
+		retryable := errors.Is(err, errHeld) || errors.Is(err, errExpiredOnArrival)
+		if !retryable || timedOut || mode == waitNever || (mode == waitTimeout && timer == nil) {
 			leave()
-			if errors.Is(err, errHeld) {
+			switch {
+			case errors.Is(err, errHeld):
 				return nil, errHeld
+			case errors.Is(err, errExpiredOnArrival):
+				return nil, fmt.Errorf("mongolock: acquiring %q: %w", key, err)
 			}
 			return acq, err
 		}
@@ -110,6 +124,10 @@ func (c *Client) acquire(ctx context.Context, key, owner string, cfg lockConfig,
 		}
 	}
 }
+
+// errExpiredOnArrival reports an acquisition whose reply arrived after the
+// lease's own local deadline; it was given back.
+var errExpiredOnArrival = fmt.Errorf("%w: the server's reply arrived after the lease had expired (it was given back)", ErrLost)
 
 // firstBackoff is a waiter's first sleep; it doubles up to the retry
 // interval.

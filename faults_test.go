@@ -170,3 +170,36 @@ func TestLatency(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAcquisitionArrivingAfterItsExpiry: when the reply to an acquisition
+// arrives after the lease's own deadline (here: a slow server and a very
+// short expiry), the lease is not handed out as held — the lock may already
+// be someone else's. It is given back, and the caller gets ErrLost.
+// (Found by the stress harness: such leases used to be returned, with
+// Lost() closing at once.)
+func TestAcquisitionArrivingAfterItsExpiry(t *testing.T) {
+	srv := mongolocktest.Start(t)
+	c := newClient(t, srv)
+	ctx := testCtx(t)
+	mustLock(t, c, "warm", "o") // sample the clock before the server slows down
+
+	srv.SetLatency(150 * time.Millisecond)
+	_, err := c.TryAcquire(ctx, "k", mongolock.Expire(100*time.Millisecond))
+	if !errors.Is(err, mongolock.ErrLost) {
+		t.Fatalf("TryAcquire whose reply arrives after its expiry: %v; want ErrLost", err)
+	}
+	srv.SetLatency(0)
+	if info, err := c.Info(ctx, "k"); err != nil || info.Locked {
+		t.Fatalf("the late acquisition was not given back: %+v, %v", info, err)
+	}
+	// A longer expiry works at the same latency.
+	srv.SetLatency(150 * time.Millisecond)
+	l, err := c.TryAcquire(ctx, "k", mongolock.Expire(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.SetLatency(0)
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
