@@ -71,10 +71,12 @@ func (c *Client) acquire(ctx context.Context, key, owner string, cfg lockConfig,
 		// attempt and the sleep is not missed.
 		released, leave := c.waits.enter(key)
 		acq, err := c.attempt(ctx, key, owner, token, cfg.expire)
-		if err == nil && !acq.deadline.IsZero() && !c.cfg.now().Before(acq.deadline) {
+		if err == nil && cfg.managed && !acq.deadline.IsZero() && !c.cfg.now().Before(acq.deadline) {
 			// The reply came back after the lease's own deadline (the
 			// server or the network stalled): the lock may already be
-			// someone else's. Give it back and treat the attempt as failed;
+			// someone else's, and a lease promises its holder otherwise.
+			// (Lock, like the Python package, has no such promise: a lock
+			// taken with a tiny Expire is simply short-lived.) Give it back and treat the attempt as failed;
 			// later attempts use a new token, so the give-back can never
 			// free them.
 			c.abandon(ctx, key, token)

@@ -394,7 +394,7 @@ func TestPurge(t *testing.T) {
 		opts := []mongolock.LockOption{mongolock.KeepAlive(false)}
 		switch k {
 		case "expired":
-			opts = append(opts, mongolock.Expire(time.Millisecond))
+			opts = append(opts, mongolock.Expire(30*time.Millisecond))
 		case "held":
 			opts = append(opts, mongolock.Expire(time.Hour))
 		}

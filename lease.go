@@ -62,6 +62,7 @@ func (c *Client) acquireOpts(ctx context.Context, key string, opts []LockOption,
 }
 
 func (c *Client) acquireLease(ctx context.Context, key, owner string, cfg lockConfig, mode waitMode) (*Lease, error) {
+	cfg.managed = true
 	acq, err := c.acquire(ctx, key, owner, cfg, mode)
 	if errors.Is(err, errHeld) {
 		return nil, c.lockedError(ctx, key)

@@ -140,6 +140,7 @@ type lockConfig struct {
 	ownerSet   bool
 	keepAlive  *bool
 	minHold    time.Duration
+	managed    bool // a Lease (Acquire, TryAcquire, Do): never handed out past its deadline
 }
 
 // Expire makes the lock expire d after it is taken (judged on the database
