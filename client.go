@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -241,8 +242,13 @@ func RedactURI(uri string) string {
 			u.User = url.UserPassword(u.User.Username(), "xxxxx")
 		}
 	}
-	return u.String()
+	// A mistyped URI (say "mongodb//user:pw@host") has no user info for
+	// net/url, but the password is still there: hide anything shaped like
+	// user:password@ as well.
+	return userInfoPattern.ReplaceAllString(u.String(), "${1}:xxxxx@")
 }
+
+var userInfoPattern = regexp.MustCompile(`([^:/@\s]*):[^@\s/]+@`)
 
 // redactErr makes sure an error from the driver does not carry uri's
 // password in its text.

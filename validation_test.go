@@ -108,6 +108,8 @@ func TestRedactURI(t *testing.T) {
 		{"mongodb://h:27017", "mongodb://h:27017"},
 		{"mongodb+srv://u:p%40ss@cluster.example/?tls=true", "mongodb+srv://u:xxxxx@cluster.example/?tls=true"},
 		{"mongodb://u@h", "mongodb://u@h"},
+		{"mongodb//app:s3cret@db1", "mongodb//app:xxxxx@db1"},
+		{"mongodb://h1:27017,h2:27017/?replicaSet=rs0", "mongodb://h1:27017,h2:27017/?replicaSet=rs0"},
 	}
 	for _, tt := range tests {
 		if got := mongolock.RedactURI(tt.in); got != tt.want {
