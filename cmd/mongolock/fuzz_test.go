@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -44,8 +43,8 @@ const fuzzURI = "fuzz-not-a-connection-string"
 //
 // Cobra resolves the subcommand from the first argument, which FuzzFlags
 // always sets to one of fuzzCommands, so no input reaches another command
-// (help, completion) either. The error-to-exit-code mapping below is
-// execute's, copied because execute builds its own tree.
+// (help, completion) either. The exit code comes from executeRoot, the same
+// mapping execute uses, applied to the guarded tree.
 func fuzzExecute(args []string) (code int, stdout, stderr, reached, userURI string) {
 	var out, errb bytes.Buffer
 	sio := stdio{in: strings.NewReader(""), out: &out, err: &errb}
@@ -81,26 +80,8 @@ func fuzzExecute(args []string) (code int, stdout, stderr, reached, userURI stri
 			panic("fuzz guard: command " + name + " has Run, not RunE: guard it")
 		}
 	}
-	root.SetArgs(args)
-	root.SetIn(sio.in)
-	root.SetOut(sio.out)
-	root.SetErr(sio.err)
-
-	cmd, err := root.ExecuteC()
-	if err == nil {
-		return exitOK, out.String(), errb.String(), reached, userURI
-	}
-	var ee *exitError
-	if !errors.As(err, &ee) {
-		ee = &exitError{code: exitUsage, err: err, usage: true}
-	}
-	if ee.err != nil {
-		fmt.Fprintf(sio.err, "mongolock: %v\n", ee.err)
-	}
-	if ee.usage && cmd != nil {
-		fmt.Fprintf(sio.err, "\n%s", cmd.UsageString())
-	}
-	return ee.code, out.String(), errb.String(), reached, userURI
+	code = executeRoot(root, sio, args)
+	return code, out.String(), errb.String(), reached, userURI
 }
 
 // FuzzFlags runs the command line "mongolock CMD ARGS..." in process, with

@@ -94,7 +94,12 @@ func run(args ...string) int {
 // execute runs args with the given input, output and environment.
 func execute(sio stdio, getenv func(string) string, args []string) int {
 	a := &app{io: sio, getenv: getenv}
-	root := a.rootCommand()
+	return executeRoot(a.rootCommand(), sio, args)
+}
+
+// executeRoot runs the command tree root with args and maps its outcome to
+// an exit code, printing the error (and usage, for usage errors).
+func executeRoot(root *cobra.Command, sio stdio, args []string) int {
 	root.SetArgs(args)
 	root.SetIn(sio.in)
 	root.SetOut(sio.out)
