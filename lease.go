@@ -217,7 +217,9 @@ func (l *Lease) Renew(ctx context.Context, d time.Duration) error {
 // returns an error matching ErrNotHeld if the lease had already been
 // released, or had expired and been taken over (then this holder's
 // critical section was not exclusive to the end). A release whose reply is
-// lost is retried with the same token, so it cannot leak the lock.
+// lost is retried with the same token, so it cannot leak the lock; if by
+// then another acquisition holds it, Release reports ErrNotHeld, as it
+// cannot tell whether its first attempt got there first.
 func (l *Lease) Release(ctx context.Context) error {
 	if err := l.c.checkOpen(); err != nil {
 		return err
@@ -237,10 +239,23 @@ func (l *Lease) release(ctx context.Context) error {
 		return fmt.Errorf("mongolock: releasing %q: %w", l.key, err)
 	}
 	l.ended()
-	if !ok && !unknown {
-		return fmt.Errorf("mongolock: releasing %q: %w (it expired and was taken over)", l.key, ErrNotHeld)
+	if !ok {
+		return fmt.Errorf("mongolock: releasing %q: %w (%s)", l.key, ErrNotHeld, notHeldWhy(unknown))
 	}
 	return nil
+}
+
+// notHeldWhy explains a release that matched nothing. After an attempt
+// whose outcome was unknown, the first attempt may have released the lock
+// before someone else took it; that cannot be told apart from a lease taken
+// over before the release, so the release reports ErrNotHeld either way
+// (the conservative answer: the lock is not this holder's now, and may not
+// have been exclusive to the end).
+func notHeldWhy(unknown bool) string {
+	if unknown {
+		return "it is held by another acquisition now; an earlier attempt whose reply was lost may have released it first"
+	}
+	return "it expired and was taken over"
 }
 
 // Lost returns a channel that is closed when the lease is known lost: taken

@@ -109,8 +109,8 @@ func (c *Client) Release(ctx context.Context, key, owner string) error {
 	if h.token != "" {
 		c.forget(key, h.token)
 	}
-	if !ok && !(unknown && h.token != "") {
-		return fmt.Errorf("%w: %q by %q", ErrNotHeld, key, owner)
+	if !ok {
+		return fmt.Errorf("%w: %q by %q (%s)", ErrNotHeld, key, owner, notHeldWhy(unknown))
 	}
 	return nil
 }
