@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
-
-	"go.mongodb.org/mongo-driver/v2/mongo"
 )
 
 // maxAttempts bounds how often one operation is sent when its outcome is
@@ -184,9 +182,6 @@ func (c *Client) attempt(ctx context.Context, key, owner, token string, expire t
 		if unknown || outcomeUnknown(err) {
 			c.abandon(ctx, key, token)
 		}
-		if cerr := contextCause(ctx, err); cerr != nil {
-			return nil, fmt.Errorf("mongolock: acquiring %q: %w (%v)", key, cerr, err)
-		}
 		return nil, fmt.Errorf("mongolock: acquiring %q: %w", key, err)
 	}
 }
@@ -327,19 +322,4 @@ func (c *Client) lockedError(ctx context.Context, key string) error {
 // started together do not retry in lockstep.
 func jitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d)
-}
-
-// contextCause returns the context error behind err, which the driver does
-// not always wrap: ctx's own error once it has ended, and
-// context.DeadlineExceeded when the driver timed out an operation because
-// less than a round trip was left before ctx's deadline (it then refuses to
-// send it, before ctx itself has expired). Otherwise nil.
-func contextCause(ctx context.Context, err error) error {
-	if cerr := ctx.Err(); cerr != nil {
-		return cerr
-	}
-	if _, has := ctx.Deadline(); has && mongo.IsTimeout(err) {
-		return context.DeadlineExceeded
-	}
-	return nil
 }

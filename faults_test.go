@@ -203,3 +203,47 @@ func TestAcquisitionArrivingAfterItsExpiry(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestDeadlineNearerThanARoundTrip: when less than a round trip is left
+// before ctx's deadline, the driver refuses to send an operation and
+// reports a timeout while ctx has not yet ended. Acquire and TryAcquire
+// still end with ctx's own error, and ctx has ended when they return, so a
+// caller who checks ctx.Err() afterwards sees the same thing. (CI once
+// caught Acquire returning context.DeadlineExceeded with ctx.Err() still
+// nil.)
+func TestDeadlineNearerThanARoundTrip(t *testing.T) {
+	srv := mongolocktest.Start(t)
+	c := newClient(t, srv)
+	ctx := testCtx(t)
+	holder, err := c.TryAcquire(ctx, "k", mongolock.Expire(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Release(ctx)
+
+	srv.SetLatency(40 * time.Millisecond) // the driver's round-trip estimate grows to about 40 ms
+	defer srv.SetLatency(0)
+	for range 5 { // feed the estimate
+		if _, err := c.IsLocked(ctx, "k"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acquirers := []struct {
+		name string
+		call func(context.Context) error
+	}{
+		{"Acquire", func(ctx context.Context) error { _, err := c.Acquire(ctx, "k"); return err }},
+		{"TryAcquire", func(ctx context.Context) error { _, err := c.TryAcquire(ctx, "k"); return err }},
+	}
+	for _, a := range acquirers {
+		for _, d := range []time.Duration{5 * time.Millisecond, 20 * time.Millisecond, 35 * time.Millisecond, 60 * time.Millisecond} {
+			cctx, cancel := testCtxCancel(t, d)
+			err := a.call(cctx)
+			cerr := cctx.Err()
+			cancel()
+			if cerr == nil || !errors.Is(err, cerr) {
+				t.Errorf("%s with %v left: %v, and ctx.Err() = %v; want ctx's error, with ctx ended", a.name, d, err, cerr)
+			}
+		}
+	}
+}

@@ -82,7 +82,7 @@ func (s *store) acquire(ctx context.Context, key, owner, token string, now serve
 	case mongo.IsDuplicateKeyError(err):
 		return nil, errHeld
 	}
-	return nil, err
+	return nil, ctxFail(ctx, err)
 }
 
 // raiseFence sets the fence of a lock held with token to at least fence.
@@ -92,7 +92,7 @@ func (s *store) raiseFence(ctx context.Context, key, token string, fence int64) 
 		bson.D{{Key: fieldKey, Value: key}, {Key: fieldToken, Value: token}, {Key: fieldLocked, Value: true}},
 		bson.D{{Key: "$max", Value: bson.D{{Key: fieldFence, Value: fence}}}})
 	if err != nil {
-		return false, err
+		return false, ctxFail(ctx, err)
 	}
 	return res.MatchedCount == 1, nil
 }
@@ -129,7 +129,7 @@ func (s *store) release(ctx context.Context, key string, h holder, now serverTim
 		{Key: fieldReleased, Value: released},
 	}}})
 	if err != nil {
-		return false, err
+		return false, ctxFail(ctx, err)
 	}
 	return res.MatchedCount == 1, nil
 }
@@ -148,7 +148,7 @@ func (s *store) releaseHeld(ctx context.Context, key, token string, until time.T
 			{Key: fieldToken, Value: token + heldSuffix},
 		}}})
 	if err != nil {
-		return false, err
+		return false, ctxFail(ctx, err)
 	}
 	return res.MatchedCount == 1, nil
 }
@@ -170,9 +170,9 @@ func (s *store) renewMany(ctx context.Context, keys, tokens []string, now server
 	}
 	res, err := s.coll.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
 	if res == nil {
-		return 0, err
+		return 0, ctxFail(ctx, err)
 	}
-	return res.MatchedCount, err
+	return res.MatchedCount, ctxFail(ctx, err)
 }
 
 // releaseMany releases, in one round trip, the locks held with tokens.
@@ -187,7 +187,7 @@ func (s *store) releaseMany(ctx context.Context, keys, tokens []string, now serv
 		{Key: fieldExpire, Value: nil},
 		{Key: fieldReleased, Value: now.at},
 	}}})
-	return err
+	return ctxFail(ctx, err)
 }
 
 // findMany reads the lock documents of keys; documents of the wrong shape
@@ -195,7 +195,7 @@ func (s *store) releaseMany(ctx context.Context, keys, tokens []string, now serv
 func (s *store) findMany(ctx context.Context, keys []string) (map[string]*lockDoc, error) {
 	cur, err := s.coll.Find(ctx, bson.D{{Key: fieldKey, Value: bson.D{{Key: "$in", Value: keys}}}})
 	if err != nil {
-		return nil, err
+		return nil, ctxFail(ctx, err)
 	}
 	defer cur.Close(ctx)
 	out := make(map[string]*lockDoc, len(keys))
@@ -205,7 +205,7 @@ func (s *store) findMany(ctx context.Context, keys []string) (map[string]*lockDo
 			out[key] = d
 		}
 	}
-	return out, cur.Err()
+	return out, ctxFail(ctx, cur.Err())
 }
 
 // purge deletes lock documents idle since before cutoff (server time):
@@ -218,7 +218,7 @@ func (s *store) purge(ctx context.Context, cutoff time.Time) (int64, error) {
 		bson.D{{Key: fieldLocked, Value: true}, {Key: fieldExpire, Value: bson.D{{Key: "$lt", Value: cutoff}}}},
 	}}})
 	if err != nil {
-		return 0, err
+		return 0, ctxFail(ctx, err)
 	}
 	return res.DeletedCount, nil
 }
@@ -234,7 +234,7 @@ func (s *store) renew(ctx context.Context, key string, h holder, now serverTime,
 		guarded(key, h.cond(), bson.D{{Key: fieldLocked, Value: true}}, live),
 		bson.D{{Key: "$set", Value: bson.D{{Key: fieldExpire, Value: now.at.Add(expire)}}}})
 	if err != nil {
-		return false, err
+		return false, ctxFail(ctx, err)
 	}
 	return res.MatchedCount == 1, nil
 }
@@ -246,7 +246,7 @@ func (s *store) find(ctx context.Context, key string) (*lockDoc, error) {
 		return nil, fmt.Errorf("%w: %q", ErrNotFound, key)
 	}
 	if err != nil {
-		return nil, err
+		return nil, ctxFail(ctx, err)
 	}
 	return decodeLock(key, raw)
 }
@@ -255,7 +255,7 @@ func (s *store) find(ctx context.Context, key string) (*lockDoc, error) {
 func (s *store) serverLocalTime(ctx context.Context) (time.Time, error) {
 	raw, err := s.coll.Database().RunCommand(ctx, bson.D{{Key: "hello", Value: 1}}).Raw()
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, ctxFail(ctx, err)
 	}
 	v, err := raw.LookupErr("localTime")
 	if err != nil {
@@ -286,7 +286,7 @@ func (s *store) list(ctx context.Context, pattern string) ([]*lockDoc, error) {
 		bson.D{{Key: fieldKey, Value: bson.D{{Key: "$regex", Value: pattern}}}},
 		options.Find().SetSort(bson.D{{Key: fieldKey, Value: 1}}))
 	if err != nil {
-		return nil, err
+		return nil, ctxFail(ctx, err)
 	}
 	defer cur.Close(ctx)
 	var out []*lockDoc
@@ -298,7 +298,7 @@ func (s *store) list(ctx context.Context, pattern string) ([]*lockDoc, error) {
 		}
 		out = append(out, d)
 	}
-	return out, cur.Err()
+	return out, ctxFail(ctx, cur.Err())
 }
 
 // forceRelease writes the released shape whoever holds key (a document of
@@ -322,7 +322,38 @@ func (s *store) forceRelease(ctx context.Context, key string, now serverTime) (*
 		return nil, &DocumentError{Key: key, Field: fieldExpire, Problem: fmt.Sprintf("does not match the expected shape (locked=%v)", d.Locked)}
 	}
 	if err != nil {
-		return nil, err
+		return nil, ctxFail(ctx, err)
 	}
 	return decodeLock(key, raw)
 }
+
+// ctxFail returns err, the driver's error for an operation run with ctx, in
+// a form where a context error is matchable with errors.Is and ctx has
+// ended by the time it is returned. The driver reports a timeout a little
+// before ctx's deadline when it declines to send an operation (less than a
+// round trip left) or its socket deadline fires first; that sliver (at
+// most maxDeadlineWaitOut) is waited out, so that a caller who sees
+// context.DeadlineExceeded also sees ctx.Err() say so. A timeout further
+// from ctx's deadline came from elsewhere and is returned as it is, and so
+// is any other error (a network error, say) while ctx has not ended.
+func ctxFail(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() == nil {
+		deadline, has := ctx.Deadline()
+		timedOut := mongo.IsTimeout(err) || errors.Is(err, context.DeadlineExceeded)
+		if !has || !timedOut || time.Until(deadline) > maxDeadlineWaitOut {
+			return err
+		}
+		<-ctx.Done()
+	}
+	cerr := ctx.Err()
+	if errors.Is(err, cerr) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", cerr, err)
+}
+
+// maxDeadlineWaitOut bounds the wait in ctxFail.
+const maxDeadlineWaitOut = time.Second
