@@ -69,12 +69,14 @@ type stressConfig struct {
 // event is one line of a worker's history.
 type event struct {
 	Proc   string `json:"proc"`
-	Op     string `json:"op"` // acquire, release, lost
+	Op     string `json:"op"`           // call (an acquisition about to be sent), acquire, release, lost
+	ID     string `json:"id,omitempty"` // call and acquire: the acquisition, unique within Proc
 	Key    string `json:"key"`
 	Token  string `json:"token,omitempty"`
 	Call   int64  `json:"call"`             // unix ns, real clock
 	Return int64  `json:"ret"`              // unix ns, real clock
 	OK     bool   `json:"ok"`               // acquired / released
+	Maybe  bool   `json:"maybe,omitempty"`  // acquire failed in a way that may have taken the lock first
 	Fence  int64  `json:"fence,omitempty"`  // acquire
 	Expiry int64  `json:"expiry,omitempty"` // lost: the lease's local deadline (unix ns)
 	Why    string `json:"why,omitempty"`    // lost: Err()
@@ -419,22 +421,28 @@ func at(ns int64) string { return time.Unix(0, ns).Format("15:04:05.000000") }
 // and the highest fence. An acquisition that succeeds must carry a fence
 // above every earlier one in the linearization, and makes its token the
 // holder (possibly taking over an expired lease, which the model cannot
-// see, so it does not require the lock to be free). A failed acquisition
-// changes nothing. A successful release must come from the holder, and
-// frees the lock.
+// see, so it does not require the lock to be free). A refused acquisition
+// changes nothing. An acquisition whose outcome is unknown (it failed
+// otherwise, or its process was killed before it returned) may have
+// changed nothing or may have made its token the holder, with a fence the
+// history does not know: the model follows both. A successful release must
+// come from the holder, and frees the lock; a refused one must not.
 type lockState struct {
 	holder string
 	fence  int64
 }
 
-type lockInput struct{ op, key, token string }
+type lockInput struct {
+	op, key, token string
+	maybe          bool // acquire with an unknown outcome
+}
 
 type lockOutput struct {
 	ok    bool
 	fence int64
 }
 
-var lockModel = porcupine.Model{
+var lockModel = (&porcupine.NondeterministicModel{
 	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
 		byKey := map[string][]porcupine.Operation{}
 		for _, op := range history {
@@ -452,24 +460,47 @@ var lockModel = porcupine.Model{
 		}
 		return out
 	},
-	Init: func() interface{} { return lockState{} },
-	Step: func(state, input, output interface{}) (bool, interface{}) {
+	Init: func() []interface{} { return []interface{}{lockState{}} },
+	Step: func(state, input, output interface{}) []interface{} {
 		s, in, out := state.(lockState), input.(lockInput), output.(lockOutput)
 		switch {
+		case in.op == "acquire" && in.maybe:
+			return []interface{}{s, lockState{holder: in.token, fence: s.fence}}
 		case in.op == "acquire" && out.ok:
-			return out.fence > s.fence, lockState{holder: in.token, fence: out.fence}
+			if out.fence <= s.fence {
+				return nil
+			}
+			return []interface{}{lockState{holder: in.token, fence: out.fence}}
 		case in.op == "acquire":
-			return true, s
+			return []interface{}{s}
 		case out.ok: // release
-			return s.holder == in.token, lockState{fence: s.fence}
+			if s.holder != in.token {
+				return nil
+			}
+			return []interface{}{lockState{fence: s.fence}}
 		default: // release refused: not the holder
-			return s.holder != in.token, s
+			if s.holder == in.token {
+				return nil
+			}
+			return []interface{}{s}
 		}
+	},
+	Equal: func(a, b interface{}) bool { return a.(lockState) == b.(lockState) },
+	Hash: func(state interface{}) uint64 {
+		s := state.(lockState)
+		h := uint64(s.fence)
+		for i := 0; i < len(s.holder); i++ {
+			h = h*1099511628211 ^ uint64(s.holder[i])
+		}
+		return h
 	},
 	DescribeOperation: func(input, output interface{}) string {
 		in, out := input.(lockInput), output.(lockOutput)
-		if in.op == "acquire" && out.ok {
-			return fmt.Sprintf("acquire(%s) -> fence %d", in.token[:6], out.fence)
+		switch {
+		case in.op == "acquire" && in.maybe:
+			return fmt.Sprintf("acquire(%.6s) -> unknown", in.token)
+		case in.op == "acquire" && out.ok:
+			return fmt.Sprintf("acquire(%.6s) -> fence %d", in.token, out.fence)
 		}
 		return fmt.Sprintf("%s(%.6s) -> %v", in.op, in.token, out.ok)
 	},
@@ -477,41 +508,81 @@ var lockModel = porcupine.Model{
 		s := state.(lockState)
 		return fmt.Sprintf("holder %.6s, fence %d", s.holder, s.fence)
 	},
+}).ToModel()
+
+// linearizabilityBudget bounds porcupine's search. A history it cannot
+// decide within the budget is reported as undecided, not as a pass.
+func linearizabilityBudget() time.Duration {
+	if os.Getenv("MONGOLOCK_STRESS_LONG") != "" {
+		return 15 * time.Minute
+	}
+	return time.Minute
 }
 
-// checkLinearizable checks the completed acquisitions and releases with
-// porcupine. Operations cut short by SIGKILL have no return and are left
-// out: the model lets a later acquisition take over from them.
-func checkLinearizable(t *testing.T, history []event, dir string) []string {
+// historyOps turns the recorded history into porcupine operations:
+// successful acquisitions, those with an unknown outcome (open to the end
+// of the history when their process was killed before they returned), and
+// releases. Refused acquisitions change nothing and are left out.
+func historyOps(history []event) []porcupine.Operation {
 	var ops []porcupine.Operation
 	clients := map[string]int{}
-	for _, e := range history {
-		if e.Op != "acquire" && e.Op != "release" {
-			continue
-		}
-		if e.Op == "acquire" && !e.OK {
-			continue // a failed attempt constrains nothing the other checks do not
-		}
-		id, ok := clients[e.Proc]
+	client := func(proc string) int {
+		id, ok := clients[proc]
 		if !ok {
 			id = len(clients)
-			clients[e.Proc] = id
+			clients[proc] = id
 		}
+		return id
+	}
+	pending := map[[2]string]event{} // (proc, id) -> call without an outcome
+	var last int64
+	for _, e := range history {
+		last = max(last, e.Call, e.Return)
+		switch e.Op {
+		case "call":
+			pending[[2]string{e.Proc, e.ID}] = e
+		case "acquire":
+			delete(pending, [2]string{e.Proc, e.ID})
+			if !e.OK && !e.Maybe {
+				continue // refused: changes nothing
+			}
+			token := e.Token
+			if token == "" {
+				token = e.Proc + "/" + e.ID // the token it may have written is unknown, and no later call of this history uses it
+			}
+			ops = append(ops, porcupine.Operation{
+				ClientId: client(e.Proc),
+				Input:    lockInput{op: "acquire", key: e.Key, token: token, maybe: e.Maybe},
+				Call:     e.Call, Output: lockOutput{ok: e.OK, fence: e.Fence}, Return: e.Return,
+			})
+		case "release":
+			ops = append(ops, porcupine.Operation{
+				ClientId: client(e.Proc),
+				Input:    lockInput{op: "release", key: e.Key, token: e.Token},
+				Call:     e.Call, Output: lockOutput{ok: e.OK}, Return: e.Return,
+			})
+		}
+	}
+	for _, e := range pending {
 		ops = append(ops, porcupine.Operation{
-			ClientId: id,
-			Input:    lockInput{op: e.Op, key: e.Key, token: e.Token},
-			Call:     e.Call,
-			Output:   lockOutput{ok: e.OK, fence: e.Fence},
-			Return:   e.Return,
+			ClientId: client(e.Proc),
+			Input:    lockInput{op: "acquire", key: e.Key, token: e.Proc + "/" + e.ID, maybe: true},
+			Call:     e.Call, Output: lockOutput{}, Return: last + 1,
 		})
 	}
-	result, info := porcupine.CheckOperationsVerbose(lockModel, ops, 30*time.Second)
+	return ops
+}
+
+// checkLinearizable checks the acquisitions and releases with porcupine.
+func checkLinearizable(t *testing.T, history []event, dir string) []string {
+	ops := historyOps(history)
+	result, info := porcupine.CheckOperationsVerbose(lockModel, ops, linearizabilityBudget())
 	switch result {
 	case porcupine.Ok:
 		t.Logf("linearizable: %d operations", len(ops))
 		return nil
 	case porcupine.Unknown:
-		t.Logf("linearizability check timed out on %d operations", len(ops))
+		t.Logf("linearizability undecided: porcupine ran out of its %v budget on %d operations", linearizabilityBudget(), len(ops))
 		return nil
 	}
 	path := filepath.Join(os.TempDir(), fmt.Sprintf("mongolock-linearizability-%d.html", time.Now().UnixNano()))
@@ -519,6 +590,54 @@ func checkLinearizable(t *testing.T, history []event, dir string) []string {
 		path = "(visualization failed: " + err.Error() + ")"
 	}
 	return []string{fmt.Sprintf("the history of %d operations is not linearizable; porcupine's visualization: %s", len(ops), path)}
+}
+
+// TestLinearizabilityModel: the checker accepts what a correct lock may do
+// (including an acquisition cut short by SIGKILL after the server applied
+// it) and rejects what it must not.
+func TestLinearizabilityModel(t *testing.T) {
+	acq := func(proc, id string, call, ret, fence int64) event {
+		return event{Proc: proc, Op: "acquire", ID: id, Key: "k", Token: proc + id, Call: call, Return: ret, OK: true, Fence: fence}
+	}
+	rel := func(proc, id string, call, ret int64, ok bool) event {
+		return event{Proc: proc, Op: "release", Key: "k", Token: proc + id, Call: call, Return: ret, OK: ok}
+	}
+	tests := []struct {
+		name    string
+		history []event
+		ok      bool
+	}{
+		{"acquire, release, acquire", []event{acq("a", "1", 0, 1, 10), rel("a", "1", 2, 3, true), acq("b", "1", 4, 5, 11)}, true},
+		{"takeover after expiry, old holder's release refused", []event{acq("a", "1", 0, 1, 10), acq("b", "1", 2, 3, 11), rel("a", "1", 4, 5, false)}, true},
+		{"a killed process's acquisition took over", []event{
+			acq("a", "1", 0, 1, 10),
+			{Proc: "k", Op: "call", ID: "1", Key: "k", Call: 2},
+			rel("a", "1", 4, 5, false),
+		}, true},
+		{"an acquisition with an unknown outcome did nothing", []event{
+			acq("a", "1", 0, 1, 10),
+			{Proc: "m", Op: "acquire", ID: "1", Key: "k", Call: 2, Return: 3, Maybe: true},
+			rel("a", "1", 4, 5, true),
+		}, true},
+		{"overlapping acquisitions order by fence", []event{acq("a", "1", 0, 10, 12), acq("b", "1", 1, 2, 11)}, true},
+		{"fence did not rise", []event{acq("a", "1", 0, 1, 10), acq("b", "1", 2, 3, 10)}, false},
+		{"fence fell", []event{acq("a", "1", 0, 1, 10), rel("a", "1", 2, 3, true), acq("b", "1", 4, 5, 9)}, false},
+		{"release by a non-holder succeeded", []event{acq("a", "1", 0, 1, 10), rel("b", "1", 2, 3, true)}, false},
+		{"holder's release refused with nobody else around", []event{acq("a", "1", 0, 1, 10), rel("a", "1", 2, 3, false)}, false},
+		{"a refused acquisition is no excuse", []event{
+			acq("a", "1", 0, 1, 10),
+			{Proc: "r", Op: "acquire", ID: "1", Key: "k", Call: 2, Return: 3},
+			rel("a", "1", 4, 5, false),
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := porcupine.CheckOperations(lockModel, historyOps(tt.history))
+			if got != tt.ok {
+				t.Fatalf("linearizable = %v; want %v", got, tt.ok)
+			}
+		})
+	}
 }
 
 // TestStressWorker is a child process of the harness, not a test.
@@ -578,18 +697,26 @@ func TestStressWorker(t *testing.T) {
 			}
 			defer conn.Close()
 			replies := bufio.NewScanner(conn)
-			for time.Now().Before(until) {
+			for n := 0; time.Now().Before(until); n++ {
 				key := stressKeys[rng.IntN(len(stressKeys))]
+				// The call is recorded before it is made, so that an
+				// acquisition cut short by SIGKILL (perhaps after the
+				// server applied it) is still in the history.
+				id := fmt.Sprintf("%d.%d", g, n)
 				actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				call := now()
+				record(event{Op: "call", ID: id, Key: key, Call: call})
 				l, err := c.Acquire(actx, key, Expire(stressExpire), Timeout(time.Second))
 				ret := now()
 				cancel()
 				if err != nil {
-					record(event{Op: "acquire", Key: key, Call: call, Return: ret})
+					// Refused (ErrLocked) is definite; any other failure
+					// (a lost reply, a reply after the lease's expiry, the
+					// context's end) may have taken the lock first.
+					record(event{Op: "acquire", ID: id, Key: key, Call: call, Return: ret, Maybe: !errors.Is(err, ErrLocked)})
 					continue
 				}
-				record(event{Op: "acquire", Key: key, Token: l.Token(), Call: call, Return: ret, OK: true, Fence: l.Fence()})
+				record(event{Op: "acquire", ID: id, Key: key, Token: l.Token(), Call: call, Return: ret, OK: true, Fence: l.Fence()})
 
 				// Work: a few writes to the resource while the lease is held.
 				for w := 0; w < 1+rng.IntN(3); w++ {
