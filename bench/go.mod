@@ -4,8 +4,6 @@ go 1.26.8
 
 replace github.com/mongolock/mongolock => ../
 
-replace github.com/FerretDB/FerretDB => ../third_party/ferretdb
-
 require (
 	github.com/mongolock/mongolock v0.0.0-00010101000000-000000000000
 	github.com/square/mongo-lock v0.0.0-20230808145049-cfcf499f6bf0
@@ -16,7 +14,6 @@ require (
 require (
 	filippo.io/edwards25519 v1.1.0 // indirect
 	github.com/AlekSi/pointer v1.2.0 // indirect
-	github.com/FerretDB/FerretDB v1.24.2 // indirect
 	github.com/FerretDB/wire v0.0.8 // indirect
 	github.com/SAP/go-hdb v1.13.6 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect

@@ -23,7 +23,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/FerretDB/FerretDB/ferretdb"
+	"github.com/mongolock/mongolock/internal/third_party/ferretdb/ferretdb"
 
 	"github.com/mongolock/mongolock/internal/wireproxy"
 )

@@ -1,6 +1,6 @@
 package embedded
 
-// These tests cover the mongolock patches in third_party/ferretdb (see its
+// These tests cover the mongolock patches in internal/third_party/ferretdb (see its
 // README.md): FerretDB's SQLite backend pushes `WHERE _id = ?` down to SQL
 // whenever a filter has a top-level string or ObjectID _id, not only when the
 // filter is exactly {_id: ...}, and that WHERE now uses the _id index. The
@@ -342,7 +342,7 @@ func TestConditionalOpsManyDocs(t *testing.T) {
 			t.Fatal(err)
 		}
 		if res["filterPushdown"] != true {
-			t.Fatalf("explain: filterPushdown = %v, want true (is third_party/ferretdb in use?)\n%v",
+			t.Fatalf("explain: filterPushdown = %v, want true (is internal/third_party/ferretdb in use?)\n%v",
 				res["filterPushdown"], res)
 		}
 		// and the _id index is used (IDColumn matches the index expression)
