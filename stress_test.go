@@ -69,7 +69,7 @@ type stressConfig struct {
 // event is one line of a worker's history.
 type event struct {
 	Proc   string `json:"proc"`
-	Op     string `json:"op"`           // call (an acquisition about to be sent), acquire, release, lost
+	Op     string `json:"op"`           // call (an acquisition about to be made), acquire, release, lost, killed
 	ID     string `json:"id,omitempty"` // call and acquire: the acquisition, unique within Proc
 	Key    string `json:"key"`
 	Token  string `json:"token,omitempty"`
@@ -211,6 +211,7 @@ func runStress(t *testing.T, cfg stressConfig) []string {
 		mu       sync.Mutex
 		children []*child
 		killed   = map[string]bool{}
+		kills    []event // when each child was killed, for the history
 		spawned  int
 		problems []string
 	)
@@ -253,7 +254,8 @@ func runStress(t *testing.T, cfg stressConfig) []string {
 			victim := children[i]
 			killed[victim.name] = true
 			_ = victim.cmd.Process.Signal(syscall.SIGKILL)
-			children = append(children, spawn(i))
+			kills = append(kills, event{Proc: victim.name, Op: "killed", Return: time.Now().UnixNano()})
+			children[i] = spawn(i) // the victim's own goroutine reaps it
 			mu.Unlock()
 			faults["kill"]++
 		case 1: // pause the server for longer than the expiry
@@ -304,6 +306,10 @@ func runStress(t *testing.T, cfg stressConfig) []string {
 		}
 	}
 
+	writeHistory(t, filepath.Join(dir, "nemesis.jsonl"), kills)
+	if keep := os.Getenv("MONGOLOCK_STRESS_KEEP"); keep != "" {
+		keepHistory(t, dir, keep)
+	}
 	history := readHistory(t, dir)
 	res.mu.Lock()
 	accepted := append([]write(nil), res.accepted...)
@@ -314,6 +320,56 @@ func runStress(t *testing.T, cfg stressConfig) []string {
 	problems = append(problems, checkLost(history)...)
 	problems = append(problems, checkLinearizable(t, history, dir)...)
 	return problems
+}
+
+// writeHistory writes events to file, one JSON line each.
+func writeHistory(t *testing.T, file string, events []event) {
+	var b []byte
+	for _, e := range events {
+		line, _ := json.Marshal(e)
+		b = append(append(b, line...), '\n')
+	}
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// keepHistory copies the run's history files to keep, for
+// TestStressRecheck.
+func keepHistory(t *testing.T, dir, keep string) {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+	if err := os.MkdirAll(keep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(keep, filepath.Base(f)), data, 0o644)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("history kept in %s (recheck: MONGOLOCK_STRESS_RECHECK=%s go test -run TestStressRecheck -v .)", keep, keep)
+}
+
+// TestStressRecheck runs the history checks again on a history kept with
+// MONGOLOCK_STRESS_KEEP (all but the fencing check, whose resource log is
+// not kept), e.g. to try the linearizability check with another budget.
+func TestStressRecheck(t *testing.T) {
+	dir := os.Getenv("MONGOLOCK_STRESS_RECHECK")
+	if dir == "" {
+		t.Skip("set MONGOLOCK_STRESS_RECHECK to a directory kept with MONGOLOCK_STRESS_KEEP")
+	}
+	history := readHistory(t, dir)
+	t.Logf("history: %d events", len(history))
+	var problems []string
+	problems = append(problems, checkExclusion(history)...)
+	problems = append(problems, checkLost(history)...)
+	problems = append(problems, checkLinearizable(t, history, dir)...)
+	for _, p := range problems {
+		t.Error(p)
+	}
 }
 
 func readHistory(t *testing.T, dir string) []event {
@@ -422,11 +478,10 @@ func at(ns int64) string { return time.Unix(0, ns).Format("15:04:05.000000") }
 // above every earlier one in the linearization, and makes its token the
 // holder (possibly taking over an expired lease, which the model cannot
 // see, so it does not require the lock to be free). A refused acquisition
-// changes nothing. An acquisition whose outcome is unknown (it failed
-// otherwise, or its process was killed before it returned) may have
-// changed nothing or may have made its token the holder, with a fence the
-// history does not know: the model follows both. A successful release must
-// come from the holder, and frees the lock; a refused one must not.
+// changes nothing and is left out. A successful release must come from the
+// holder, and frees the lock; a refused one must not come from the holder
+// — unless it is excused (see historyOps), and then it leaves the lock to
+// an unknown holder if it was the holder.
 type lockState struct {
 	holder string
 	fence  int64
@@ -434,7 +489,7 @@ type lockState struct {
 
 type lockInput struct {
 	op, key, token string
-	maybe          bool // acquire with an unknown outcome
+	excused        bool // a refused release that an acquisition with an unknown outcome may explain
 }
 
 type lockOutput struct {
@@ -442,7 +497,11 @@ type lockOutput struct {
 	fence int64
 }
 
-var lockModel = (&porcupine.NondeterministicModel{
+// unknownHolder stands for the token of an acquisition whose outcome is
+// unknown; no operation in a history uses it.
+const unknownHolder = "?"
+
+var lockModel = porcupine.Model{
 	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
 		byKey := map[string][]porcupine.Operation{}
 		for _, op := range history {
@@ -460,72 +519,79 @@ var lockModel = (&porcupine.NondeterministicModel{
 		}
 		return out
 	},
-	Init: func() []interface{} { return []interface{}{lockState{}} },
-	Step: func(state, input, output interface{}) []interface{} {
+	Init: func() interface{} { return lockState{} },
+	Step: func(state, input, output interface{}) (bool, interface{}) {
 		s, in, out := state.(lockState), input.(lockInput), output.(lockOutput)
 		switch {
-		case in.op == "acquire" && in.maybe:
-			return []interface{}{s, lockState{holder: in.token, fence: s.fence}}
-		case in.op == "acquire" && out.ok:
-			if out.fence <= s.fence {
-				return nil
-			}
-			return []interface{}{lockState{holder: in.token, fence: out.fence}}
 		case in.op == "acquire":
-			return []interface{}{s}
+			return out.fence > s.fence, lockState{holder: in.token, fence: out.fence}
 		case out.ok: // release
-			if s.holder != in.token {
-				return nil
-			}
-			return []interface{}{lockState{fence: s.fence}}
-		default: // release refused: not the holder
+			return s.holder == in.token, lockState{fence: s.fence}
+		case in.excused: // refused release, perhaps because of an unrecorded takeover
 			if s.holder == in.token {
-				return nil
+				s.holder = unknownHolder
 			}
-			return []interface{}{s}
+			return true, s
+		default: // refused release: not the holder
+			return s.holder != in.token, s
 		}
-	},
-	Equal: func(a, b interface{}) bool { return a.(lockState) == b.(lockState) },
-	Hash: func(state interface{}) uint64 {
-		s := state.(lockState)
-		h := uint64(s.fence)
-		for i := 0; i < len(s.holder); i++ {
-			h = h*1099511628211 ^ uint64(s.holder[i])
-		}
-		return h
 	},
 	DescribeOperation: func(input, output interface{}) string {
 		in, out := input.(lockInput), output.(lockOutput)
 		switch {
-		case in.op == "acquire" && in.maybe:
-			return fmt.Sprintf("acquire(%.6s) -> unknown", in.token)
-		case in.op == "acquire" && out.ok:
+		case in.op == "acquire":
 			return fmt.Sprintf("acquire(%.6s) -> fence %d", in.token, out.fence)
+		case in.excused:
+			return fmt.Sprintf("release(%.6s) -> false (excused)", in.token)
 		}
-		return fmt.Sprintf("%s(%.6s) -> %v", in.op, in.token, out.ok)
+		return fmt.Sprintf("release(%.6s) -> %v", in.token, out.ok)
 	},
 	DescribeState: func(state interface{}) string {
 		s := state.(lockState)
 		return fmt.Sprintf("holder %.6s, fence %d", s.holder, s.fence)
 	},
-}).ToModel()
+}
+
+// killMargin bounds how long after its process was killed an acquisition
+// can still take effect: the longest server pause the nemesis injects
+// (stressExpire + 400ms) plus its longest latency, with room to spare.
+const killMargin = 5 * time.Second
 
 // linearizabilityBudget bounds porcupine's search. A history it cannot
 // decide within the budget is reported as undecided, not as a pass.
 func linearizabilityBudget() time.Duration {
 	if os.Getenv("MONGOLOCK_STRESS_LONG") != "" {
-		return 15 * time.Minute
+		return 10 * time.Minute
 	}
 	return time.Minute
 }
 
-// historyOps turns the recorded history into porcupine operations:
-// successful acquisitions, those with an unknown outcome (open to the end
-// of the history when their process was killed before they returned), and
-// releases. Refused acquisitions change nothing and are left out.
+// historyOps turns the recorded history into porcupine operations: the
+// successful acquisitions and all releases.
+//
+// Acquisitions with an unknown outcome — cut short by SIGKILL (their call
+// has no outcome; such a call can take effect until killMargin after the
+// kill), or failed otherwise than ErrLocked (a lost reply, a reply after
+// the lease's expiry) — may have taken the lock from its holder without a
+// trace. Their only effect the model can observe is that a later release
+// by that holder is refused, so instead of being operations (open windows
+// the checker would have to place everywhere) they excuse such refusals:
+// a refused release by the holder of acquisition A is excused when an
+// acquisition with an unknown outcome was in flight at some moment between
+// A's call and the release's return, which is where it would have to be
+// linearized. This is sound: every linearization of the full history
+// gives one of the reduced history.
 func historyOps(history []event) []porcupine.Operation {
-	var ops []porcupine.Operation
-	clients := map[string]int{}
+	type window struct{ from, to int64 }
+	var (
+		ops      []porcupine.Operation
+		clients  = map[string]int{}
+		pending  = map[[2]string]event{} // (proc, id) -> call without an outcome
+		killedAt = map[string]int64{}
+		acquired = map[string]event{}    // token -> its acquisition
+		unknown  = map[string][]window{} // key -> acquisitions with an unknown outcome
+		last     int64
+	)
 	client := func(proc string) int {
 		id, ok := clients[proc]
 		if !ok {
@@ -534,41 +600,56 @@ func historyOps(history []event) []porcupine.Operation {
 		}
 		return id
 	}
-	pending := map[[2]string]event{} // (proc, id) -> call without an outcome
-	var last int64
 	for _, e := range history {
 		last = max(last, e.Call, e.Return)
 		switch e.Op {
+		case "killed":
+			killedAt[e.Proc] = e.Return
 		case "call":
 			pending[[2]string{e.Proc, e.ID}] = e
 		case "acquire":
 			delete(pending, [2]string{e.Proc, e.ID})
-			if !e.OK && !e.Maybe {
-				continue // refused: changes nothing
+			if e.OK {
+				acquired[e.Token] = e
+			} else if e.Maybe {
+				unknown[e.Key] = append(unknown[e.Key], window{e.Call, e.Return})
 			}
-			token := e.Token
-			if token == "" {
-				token = e.Proc + "/" + e.ID // the token it may have written is unknown, and no later call of this history uses it
-			}
-			ops = append(ops, porcupine.Operation{
-				ClientId: client(e.Proc),
-				Input:    lockInput{op: "acquire", key: e.Key, token: token, maybe: e.Maybe},
-				Call:     e.Call, Output: lockOutput{ok: e.OK, fence: e.Fence}, Return: e.Return,
-			})
-		case "release":
-			ops = append(ops, porcupine.Operation{
-				ClientId: client(e.Proc),
-				Input:    lockInput{op: "release", key: e.Key, token: e.Token},
-				Call:     e.Call, Output: lockOutput{ok: e.OK}, Return: e.Return,
-			})
 		}
 	}
 	for _, e := range pending {
-		ops = append(ops, porcupine.Operation{
-			ClientId: client(e.Proc),
-			Input:    lockInput{op: "acquire", key: e.Key, token: e.Proc + "/" + e.ID, maybe: true},
-			Call:     e.Call, Output: lockOutput{}, Return: last + 1,
-		})
+		to := last + 1
+		if k, ok := killedAt[e.Proc]; ok {
+			to = max(e.Call, min(to, k+int64(killMargin)))
+		}
+		unknown[e.Key] = append(unknown[e.Key], window{e.Call, to})
+	}
+	excused := func(rel event) bool {
+		a, ok := acquired[rel.Token]
+		if !ok {
+			return true // its acquisition is not in the history
+		}
+		for _, w := range unknown[rel.Key] {
+			if w.from <= rel.Return && w.to >= a.Call {
+				return true
+			}
+		}
+		return false
+	}
+	for _, e := range history {
+		switch {
+		case e.Op == "acquire" && e.OK:
+			ops = append(ops, porcupine.Operation{
+				ClientId: client(e.Proc),
+				Input:    lockInput{op: "acquire", key: e.Key, token: e.Token},
+				Call:     e.Call, Output: lockOutput{ok: true, fence: e.Fence}, Return: e.Return,
+			})
+		case e.Op == "release":
+			ops = append(ops, porcupine.Operation{
+				ClientId: client(e.Proc),
+				Input:    lockInput{op: "release", key: e.Key, token: e.Token, excused: !e.OK && excused(e)},
+				Call:     e.Call, Output: lockOutput{ok: e.OK}, Return: e.Return,
+			})
+		}
 	}
 	return ops
 }
@@ -624,6 +705,22 @@ func TestLinearizabilityModel(t *testing.T) {
 		{"fence fell", []event{acq("a", "1", 0, 1, 10), rel("a", "1", 2, 3, true), acq("b", "1", 4, 5, 9)}, false},
 		{"release by a non-holder succeeded", []event{acq("a", "1", 0, 1, 10), rel("b", "1", 2, 3, true)}, false},
 		{"holder's release refused with nobody else around", []event{acq("a", "1", 0, 1, 10), rel("a", "1", 2, 3, false)}, false},
+		{"an unknown outcome that ended before the acquisition is no excuse", []event{
+			{Proc: "m", Op: "acquire", ID: "1", Key: "k", Call: 0, Return: 1, Maybe: true},
+			acq("a", "1", 2, 3, 10),
+			rel("a", "1", 4, 5, false),
+		}, false},
+		{"a call cut short by a kill long before is no excuse", []event{
+			{Proc: "k", Op: "call", ID: "1", Key: "k", Call: 0},
+			{Proc: "k", Op: "killed", Return: 1},
+			acq("a", "1", int64(killMargin)+2, int64(killMargin)+3, 10),
+			rel("a", "1", int64(killMargin)+4, int64(killMargin)+5, false),
+		}, false},
+		{"an unknown outcome on another key is no excuse", []event{
+			{Proc: "m", Op: "acquire", ID: "1", Key: "other", Call: 2, Return: 3, Maybe: true},
+			acq("a", "1", 0, 1, 10),
+			rel("a", "1", 4, 5, false),
+		}, false},
 		{"a refused acquisition is no excuse", []event{
 			acq("a", "1", 0, 1, 10),
 			{Proc: "r", Op: "acquire", ID: "1", Key: "k", Call: 2, Return: 3},
