@@ -72,7 +72,7 @@ func Connect(ctx context.Context, uri string, opts ...Option) (*Client, error) {
 	}
 	if err := mc.Ping(ctx, readpref.Primary()); err != nil {
 		_ = mc.Disconnect(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("mongolock: server %s is unreachable: %w", RedactURI(uri), redactErr(err, uri))
+		return nil, fmt.Errorf("mongolock: server %s is unreachable: %w", RedactURI(uri), redactErr(ctxFail(ctx, err), uri))
 	}
 	c, err := New(mc, opts...)
 	if err != nil {

@@ -100,6 +100,9 @@ func TestUnreachableServer(t *testing.T) {
 	if !strings.Contains(err.Error(), "unreachable") {
 		t.Fatalf("error %q does not say the server is unreachable", err)
 	}
+	if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() == nil {
+		t.Fatalf("error %q (ctx.Err() = %v); want the context's error, with the context ended", err, ctx.Err())
+	}
 }
 
 func TestRedactURI(t *testing.T) {
