@@ -45,6 +45,10 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	driverevent "go.mongodb.org/mongo-driver/v2/event"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver"
 
 	"github.com/mongolock/mongolock/mongolocktest"
 )
@@ -69,14 +73,14 @@ type stressConfig struct {
 // event is one line of a worker's history.
 type event struct {
 	Proc   string `json:"proc"`
-	Op     string `json:"op"`           // call (an acquisition about to be made), acquire, release, lost, killed
-	ID     string `json:"id,omitempty"` // call and acquire: the acquisition, unique within Proc
+	Op     string `json:"op"`           // acquire, release, lost, try, tried, killed
+	ID     string `json:"id,omitempty"` // try and tried: the driver's request ID, unique within Proc
 	Key    string `json:"key"`
 	Token  string `json:"token,omitempty"`
 	Call   int64  `json:"call"`             // unix ns, real clock
 	Return int64  `json:"ret"`              // unix ns, real clock
 	OK     bool   `json:"ok"`               // acquired / released
-	Maybe  bool   `json:"maybe,omitempty"`  // acquire failed in a way that may have taken the lock first
+	Maybe  bool   `json:"maybe,omitempty"`  // tried: failed with an unknown outcome (not a duplicate key)
 	Fence  int64  `json:"fence,omitempty"`  // acquire
 	Expiry int64  `json:"expiry,omitempty"` // lost: the lease's local deadline (unix ns)
 	Why    string `json:"why,omitempty"`    // lost: Err()
@@ -308,7 +312,7 @@ func runStress(t *testing.T, cfg stressConfig) []string {
 
 	writeHistory(t, filepath.Join(dir, "nemesis.jsonl"), kills)
 	if keep := os.Getenv("MONGOLOCK_STRESS_KEEP"); keep != "" {
-		keepHistory(t, dir, keep)
+		keepHistory(t, dir, filepath.Join(keep, t.Name()))
 	}
 	history := readHistory(t, dir)
 	res.mu.Lock()
@@ -570,27 +574,49 @@ func linearizabilityBudget() time.Duration {
 // historyOps turns the recorded history into porcupine operations: the
 // successful acquisitions and all releases.
 //
-// Acquisitions with an unknown outcome — cut short by SIGKILL (their call
-// has no outcome; such a call can take effect until killMargin after the
-// kill), or failed otherwise than ErrLocked (a lost reply, a reply after
-// the lease's expiry) — may have taken the lock from its holder without a
-// trace. Their only effect the model can observe is that a later release
-// by that holder is refused, so instead of being operations (open windows
-// the checker would have to place everywhere) they excuse such refusals:
-// a refused release by the holder of acquisition A is excused when an
-// acquisition with an unknown outcome was in flight at some moment between
-// A's call and the release's return, which is where it would have to be
-// linearized. This is sound: every linearization of the full history
-// gives one of the reduced history.
+// The tries (findAndModify commands) say when each acquisition can have
+// taken effect. A successful acquisition took the lock in its last run of
+// tries after its last refused one (a refused try wrote nothing, and shows
+// the lock was not its own at that moment), so its operation starts at the
+// first try of that run rather than when Acquire was called (which
+// includes the waiting).
+//
+// Every other try that may have written — its outcome is unknown (a lost
+// reply, a timeout, its process killed before it returned: it can take
+// effect until killMargin after the kill), or it succeeded but was given
+// back (its reply came after the lease's expiry), or it belongs to an
+// earlier run of a token that later succeeded — may have taken the lock
+// from its holder without a trace. The only effect of that the model can
+// observe is that the holder's release is then refused, so instead of being
+// operations (open windows the checker would have to place everywhere)
+// these tries excuse such refusals: a refused release by the holder of
+// acquisition A is excused when such a try on the same key was in flight at
+// some moment between A's start and the release's return, which is where
+// it would have to be linearized. This is sound: every linearization of the
+// full history gives one of the reduced history.
 func historyOps(history []event) []porcupine.Operation {
+	const (
+		tryUnknown = iota
+		tryTaken
+		tryRefused
+	)
+	type try struct {
+		key        string
+		call, ret  int64
+		outcome    int
+		proc       string
+		terminated bool
+	}
 	type window struct{ from, to int64 }
 	var (
 		ops      []porcupine.Operation
 		clients  = map[string]int{}
-		pending  = map[[2]string]event{} // (proc, id) -> call without an outcome
+		tries    = map[[2]string]*try{} // (proc, request ID)
+		byToken  = map[string][]*try{}  // in the order they were sent
 		killedAt = map[string]int64{}
-		acquired = map[string]event{}    // token -> its acquisition
-		unknown  = map[string][]window{} // key -> acquisitions with an unknown outcome
+		acquired = map[string]event{} // token -> its successful acquisition
+		start    = map[string]int64{} // token -> when its successful acquisition can have taken effect
+		unknown  = map[string][]window{}
 		last     int64
 	)
 	client := func(proc string) int {
@@ -606,31 +632,67 @@ func historyOps(history []event) []porcupine.Operation {
 		switch e.Op {
 		case "killed":
 			killedAt[e.Proc] = e.Return
-		case "call":
-			pending[[2]string{e.Proc, e.ID}] = e
+		case "try":
+			tr := &try{key: e.Key, call: e.Call, proc: e.Proc}
+			tries[[2]string{e.Proc, e.ID}] = tr
+			byToken[e.Token] = append(byToken[e.Token], tr)
+		case "tried":
+			if tr := tries[[2]string{e.Proc, e.ID}]; tr != nil {
+				tr.ret, tr.terminated = e.Return, true
+				switch {
+				case e.OK:
+					tr.outcome = tryTaken
+				case !e.Maybe:
+					tr.outcome = tryRefused
+				}
+			}
 		case "acquire":
-			delete(pending, [2]string{e.Proc, e.ID})
 			if e.OK {
 				acquired[e.Token] = e
-			} else if e.Maybe {
-				unknown[e.Key] = append(unknown[e.Key], window{e.Call, e.Return})
 			}
 		}
 	}
-	for _, e := range pending {
-		to := last + 1
-		if k, ok := killedAt[e.Proc]; ok {
-			to = max(e.Call, min(to, k+int64(killMargin)))
+	for _, tr := range tries {
+		if !tr.terminated {
+			tr.ret = last + 1
+			if k, ok := killedAt[tr.proc]; ok {
+				tr.ret = max(tr.call, min(tr.ret, k+int64(killMargin)))
+			}
 		}
-		unknown[e.Key] = append(unknown[e.Key], window{e.Call, to})
+	}
+	for token, trs := range byToken {
+		sort.Slice(trs, func(i, j int) bool { return trs[i].call < trs[j].call })
+		run := 0 // the first try after the last refused one
+		for i, tr := range trs {
+			if tr.outcome == tryRefused {
+				run = i + 1
+			}
+		}
+		_, ok := acquired[token]
+		for i, tr := range trs {
+			switch {
+			case ok && i == run:
+				start[token] = tr.call
+			case ok && i > run, tr.outcome == tryRefused:
+			default:
+				unknown[tr.key] = append(unknown[tr.key], window{tr.call, tr.ret})
+			}
+		}
+	}
+	begins := func(a event) int64 {
+		if t, ok := start[a.Token]; ok && t >= a.Call {
+			return t
+		}
+		return a.Call // no tries recorded: the whole call
 	}
 	excused := func(rel event) bool {
 		a, ok := acquired[rel.Token]
 		if !ok {
 			return true // its acquisition is not in the history
 		}
+		from := begins(a)
 		for _, w := range unknown[rel.Key] {
-			if w.from <= rel.Return && w.to >= a.Call {
+			if w.from <= rel.Return && w.to >= from {
 				return true
 			}
 		}
@@ -642,7 +704,7 @@ func historyOps(history []event) []porcupine.Operation {
 			ops = append(ops, porcupine.Operation{
 				ClientId: client(e.Proc),
 				Input:    lockInput{op: "acquire", key: e.Key, token: e.Token},
-				Call:     e.Call, Output: lockOutput{ok: true, fence: e.Fence}, Return: e.Return,
+				Call:     begins(e), Output: lockOutput{ok: true, fence: e.Fence}, Return: e.Return,
 			})
 		case e.Op == "release":
 			ops = append(ops, porcupine.Operation{
@@ -670,7 +732,7 @@ func checkLinearizable(t *testing.T, history []event, dir string) []string {
 				}
 			}
 		}
-		t.Logf("linearizable: %d operations (%d refused releases, %d of them excused by an acquisition with an unknown outcome)", len(ops), refused, excused)
+		t.Logf("linearizable: %d operations (%d refused releases, %d of them excused by a try that may have taken the lock)", len(ops), refused, excused)
 		return nil
 	case porcupine.Unknown:
 		t.Logf("linearizability undecided: porcupine ran out of its %v budget on %d operations", linearizabilityBudget(), len(ops))
@@ -684,57 +746,78 @@ func checkLinearizable(t *testing.T, history []event, dir string) []string {
 }
 
 // TestLinearizabilityModel: the checker accepts what a correct lock may do
-// (including an acquisition cut short by SIGKILL after the server applied
-// it) and rejects what it must not.
+// (including a takeover by a try whose outcome is unknown, or whose process
+// was killed) and rejects what it must not.
 func TestLinearizabilityModel(t *testing.T) {
-	acq := func(proc, id string, call, ret, fence int64) event {
-		return event{Proc: proc, Op: "acquire", ID: id, Key: "k", Token: proc + id, Call: call, Return: ret, OK: true, Fence: fence}
+	acq := func(proc string, call, ret, fence int64) event {
+		return event{Proc: proc, Op: "acquire", Key: "k", Token: proc, Call: call, Return: ret, OK: true, Fence: fence}
 	}
-	rel := func(proc, id string, call, ret int64, ok bool) event {
-		return event{Proc: proc, Op: "release", Key: "k", Token: proc + id, Call: call, Return: ret, OK: ok}
+	rel := func(proc string, call, ret int64, ok bool) event {
+		return event{Proc: proc, Op: "release", Key: "k", Token: proc, Call: call, Return: ret, OK: ok}
 	}
+	try := func(proc, id, key string, call int64) event {
+		return event{Proc: proc, Op: "try", ID: id, Key: key, Token: proc, Call: call}
+	}
+	const (
+		taken = iota
+		refused
+		unknown
+	)
+	tried := func(proc, id string, ret int64, outcome int) event {
+		return event{Proc: proc, Op: "tried", ID: id, Return: ret, OK: outcome == taken, Maybe: outcome == unknown}
+	}
+	margin := int64(killMargin)
 	tests := []struct {
 		name    string
 		history []event
 		ok      bool
 	}{
-		{"acquire, release, acquire", []event{acq("a", "1", 0, 1, 10), rel("a", "1", 2, 3, true), acq("b", "1", 4, 5, 11)}, true},
-		{"takeover after expiry, old holder's release refused", []event{acq("a", "1", 0, 1, 10), acq("b", "1", 2, 3, 11), rel("a", "1", 4, 5, false)}, true},
-		{"a killed process's acquisition took over", []event{
-			acq("a", "1", 0, 1, 10),
-			{Proc: "k", Op: "call", ID: "1", Key: "k", Call: 2},
-			rel("a", "1", 4, 5, false),
+		{"acquire, release, acquire", []event{acq("a", 0, 1, 10), rel("a", 2, 3, true), acq("b", 4, 5, 11)}, true},
+		{"takeover after expiry, old holder's release refused", []event{acq("a", 0, 1, 10), acq("b", 2, 3, 11), rel("a", 4, 5, false)}, true},
+		{"overlapping acquisitions order by fence", []event{acq("a", 0, 10, 12), acq("b", 1, 2, 11)}, true},
+		{"a killed process's try took over", []event{
+			acq("a", 0, 1, 10), try("k", "1", "k", 2), {Proc: "k", Op: "killed", Return: 3}, rel("a", 4, 5, false),
 		}, true},
-		{"an acquisition with an unknown outcome did nothing", []event{
-			acq("a", "1", 0, 1, 10),
-			{Proc: "m", Op: "acquire", ID: "1", Key: "k", Call: 2, Return: 3, Maybe: true},
-			rel("a", "1", 4, 5, true),
+		{"a try with an unknown outcome took over", []event{
+			acq("a", 0, 1, 10), try("m", "1", "k", 2), tried("m", "1", 3, unknown), rel("a", 4, 5, false),
 		}, true},
-		{"overlapping acquisitions order by fence", []event{acq("a", "1", 0, 10, 12), acq("b", "1", 1, 2, 11)}, true},
-		{"fence did not rise", []event{acq("a", "1", 0, 1, 10), acq("b", "1", 2, 3, 10)}, false},
-		{"fence fell", []event{acq("a", "1", 0, 1, 10), rel("a", "1", 2, 3, true), acq("b", "1", 4, 5, 9)}, false},
-		{"release by a non-holder succeeded", []event{acq("a", "1", 0, 1, 10), rel("b", "1", 2, 3, true)}, false},
-		{"holder's release refused with nobody else around", []event{acq("a", "1", 0, 1, 10), rel("a", "1", 2, 3, false)}, false},
-		{"an unknown outcome that ended before the acquisition is no excuse", []event{
-			{Proc: "m", Op: "acquire", ID: "1", Key: "k", Call: 0, Return: 1, Maybe: true},
-			acq("a", "1", 2, 3, 10),
-			rel("a", "1", 4, 5, false),
+		{"a try with an unknown outcome did nothing", []event{
+			acq("a", 0, 1, 10), try("m", "1", "k", 2), tried("m", "1", 3, unknown), rel("a", 4, 5, true),
+		}, true},
+		{"a try that took the lock and gave it back", []event{
+			acq("a", 0, 1, 10), try("m", "1", "k", 2), tried("m", "1", 3, taken), rel("a", 4, 5, false),
+		}, true},
+		{"an earlier run of tries of an acquisition that succeeded later", []event{
+			acq("x", 0, 1, 10),
+			try("t", "1", "k", 2), tried("t", "1", 3, unknown),
+			rel("x", 3, 4, false),
+			try("t", "2", "k", 5), tried("t", "2", 6, refused),
+			try("t", "3", "k", 7), tried("t", "3", 8, taken),
+			acq("t", 2, 9, 11),
+		}, true},
+		{"fence did not rise", []event{acq("a", 0, 1, 10), acq("b", 2, 3, 10)}, false},
+		{"fence fell", []event{acq("a", 0, 1, 10), rel("a", 2, 3, true), acq("b", 4, 5, 9)}, false},
+		{"release by a non-holder succeeded", []event{acq("a", 0, 1, 10), rel("b", 2, 3, true)}, false},
+		{"holder's release refused with nobody else around", []event{acq("a", 0, 1, 10), rel("a", 2, 3, false)}, false},
+		{"a refused try is no excuse", []event{
+			acq("a", 0, 1, 10), try("r", "1", "k", 2), tried("r", "1", 3, refused), rel("a", 4, 5, false),
 		}, false},
-		{"a call cut short by a kill long before is no excuse", []event{
-			{Proc: "k", Op: "call", ID: "1", Key: "k", Call: 0},
-			{Proc: "k", Op: "killed", Return: 1},
-			acq("a", "1", int64(killMargin)+2, int64(killMargin)+3, 10),
-			rel("a", "1", int64(killMargin)+4, int64(killMargin)+5, false),
+		{"a try that ended before the acquisition is no excuse", []event{
+			try("m", "1", "k", 0), tried("m", "1", 1, unknown), acq("a", 2, 3, 10), rel("a", 4, 5, false),
 		}, false},
-		{"an unknown outcome on another key is no excuse", []event{
-			{Proc: "m", Op: "acquire", ID: "1", Key: "other", Call: 2, Return: 3, Maybe: true},
-			acq("a", "1", 0, 1, 10),
-			rel("a", "1", 4, 5, false),
+		{"a try cut short by a kill long before is no excuse", []event{
+			try("k", "1", "k", 0), {Proc: "k", Op: "killed", Return: 1},
+			acq("a", margin+2, margin+3, 10), rel("a", margin+4, margin+5, false),
 		}, false},
-		{"a refused acquisition is no excuse", []event{
-			acq("a", "1", 0, 1, 10),
-			{Proc: "r", Op: "acquire", ID: "1", Key: "k", Call: 2, Return: 3},
-			rel("a", "1", 4, 5, false),
+		{"a try on another key is no excuse", []event{
+			acq("a", 0, 1, 10), try("m", "1", "other", 2), tried("m", "1", 3, unknown), rel("a", 4, 5, false),
+		}, false},
+		{"an acquisition starts at its last run of tries, not while it waited", []event{
+			try("a", "1", "k", 0), tried("a", "1", 1, refused),
+			try("m", "1", "k", 2), tried("m", "1", 3, unknown),
+			try("a", "2", "k", 8), tried("a", "2", 9, taken),
+			acq("a", 0, 10, 10),
+			rel("a", 11, 12, false),
 		}, false},
 	}
 	for _, tt := range tests {
@@ -767,15 +850,6 @@ func TestStressWorker(t *testing.T) {
 		opts = append(opts, withBrokenClientClockExpiry())
 	}
 	ctx := context.Background()
-	c, err := Connect(ctx, os.Getenv("STRESS_URI"), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
-
-	stalls := newStallMeter()
-	defer stalls.stop()
-
 	hist, err := os.OpenFile(os.Getenv("STRESS_HISTORY"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
 		t.Fatal(err)
@@ -791,6 +865,20 @@ func TestStressWorker(t *testing.T) {
 	}
 	now := func() int64 { return time.Now().UnixNano() }
 
+	mc, err := mongo.Connect(options.Client().ApplyURI(os.Getenv("STRESS_URI")).SetMonitor(tryMonitor(record)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Disconnect(ctx)
+	c, err := New(mc, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+
+	stalls := newStallMeter()
+	defer stalls.stop()
+
 	var wg sync.WaitGroup
 	for g := 0; g < goroutines; g++ {
 		wg.Add(1)
@@ -804,26 +892,18 @@ func TestStressWorker(t *testing.T) {
 			}
 			defer conn.Close()
 			replies := bufio.NewScanner(conn)
-			for n := 0; time.Now().Before(until); n++ {
+			for time.Now().Before(until) {
 				key := stressKeys[rng.IntN(len(stressKeys))]
-				// The call is recorded before it is made, so that an
-				// acquisition cut short by SIGKILL (perhaps after the
-				// server applied it) is still in the history.
-				id := fmt.Sprintf("%d.%d", g, n)
 				actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				call := now()
-				record(event{Op: "call", ID: id, Key: key, Call: call})
 				l, err := c.Acquire(actx, key, Expire(stressExpire), Timeout(time.Second))
 				ret := now()
 				cancel()
 				if err != nil {
-					// Refused (ErrLocked) is definite; any other failure
-					// (a lost reply, a reply after the lease's expiry, the
-					// context's end) may have taken the lock first.
-					record(event{Op: "acquire", ID: id, Key: key, Call: call, Return: ret, Maybe: !errors.Is(err, ErrLocked)})
+					record(event{Op: "acquire", Key: key, Call: call, Return: ret})
 					continue
 				}
-				record(event{Op: "acquire", ID: id, Key: key, Token: l.Token(), Call: call, Return: ret, OK: true, Fence: l.Fence()})
+				record(event{Op: "acquire", Key: key, Token: l.Token(), Call: call, Return: ret, OK: true, Fence: l.Fence()})
 
 				// Work: a few writes to the resource while the lease is held.
 				for w := 0; w < 1+rng.IntN(3); w++ {
@@ -856,6 +936,39 @@ func TestStressWorker(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// tryMonitor records every findAndModify the library sends (each is one try
+// of an acquisition, see store.acquire): a "try" line before it is sent and
+// a "tried" line with its outcome — taken, refused (a duplicate key: the
+// lock is held, nothing was written), or unknown (any other failure: it
+// may have been applied). A try cut short by SIGKILL has no "tried" line.
+func tryMonitor(record func(event)) *driverevent.CommandMonitor {
+	const cmd = "findAndModify"
+	now := func() int64 { return time.Now().UnixNano() }
+	id := func(n int64) string { return strconv.FormatInt(n, 10) }
+	return &driverevent.CommandMonitor{
+		Started: func(_ context.Context, e *driverevent.CommandStartedEvent) {
+			if e.CommandName != cmd {
+				return
+			}
+			key, _ := e.Command.Lookup("query", fieldKey).StringValueOK()
+			token, _ := e.Command.Lookup("update", "$set", fieldToken).StringValueOK()
+			record(event{Op: "try", ID: id(e.RequestID), Key: key, Token: token, Call: now()})
+		},
+		Succeeded: func(_ context.Context, e *driverevent.CommandSucceededEvent) {
+			if e.CommandName == cmd {
+				record(event{Op: "tried", ID: id(e.RequestID), Return: now(), OK: true})
+			}
+		},
+		Failed: func(_ context.Context, e *driverevent.CommandFailedEvent) {
+			if e.CommandName == cmd {
+				var de driver.Error
+				refused := errors.As(e.Failure, &de) && de.Code == 11000
+				record(event{Op: "tried", ID: id(e.RequestID), Return: now(), Maybe: !refused})
+			}
+		},
+	}
 }
 
 // lostAt is when the lease's Lost channel closed, in real unix ns (the
