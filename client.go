@@ -29,7 +29,7 @@ type Client struct {
 	closed    atomic.Bool
 
 	mu     sync.Mutex
-	held   map[string]heldLock // owner-named acquisitions made through this Client
+	held   *heldBook           // owner-named acquisitions made through this Client
 	leases map[*Lease]struct{} // live leases, released by Close
 
 	keeper keeper   // renews kept-alive leases
@@ -131,7 +131,7 @@ func buildClientConfig(opts []Option) (clientConfig, error) {
 }
 
 func newClient(coll *mongo.Collection, cfg clientConfig) *Client {
-	c := &Client{cfg: cfg, store: store{coll: coll}, held: make(map[string]heldLock), leases: make(map[*Lease]struct{})}
+	c := &Client{cfg: cfg, store: store{coll: coll}, held: newHeldBook(maxHeldKeys), leases: make(map[*Lease]struct{})}
 	c.keeper = keeper{c: c, leases: make(map[*Lease]struct{}), wake: make(chan struct{}, 1)}
 	c.waits = waitRoom{rooms: make(map[string]*room)}
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())

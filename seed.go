@@ -35,19 +35,20 @@ func (c *Client) Lock(ctx context.Context, key, owner string, opts ...LockOption
 		return false, err
 	}
 	c.mu.Lock()
-	c.held[key] = heldLock{owner: owner, token: acq.token, created: acq.created, minHold: cfg.minHold}
+	c.held.put(key, heldLock{owner: owner, token: acq.token, created: acq.created, minHold: cfg.minHold})
 	c.mu.Unlock()
 	return true, nil
 }
 
 // holderFor picks what Release and Touch match on: the token of this
 // Client's acquisition of key, or the owner name if this Client never
-// acquired key. If this Client acquired key for another owner, or already
+// acquired key (or acquired it so long ago, maxHeldKeys other keys since,
+// that it no longer remembers). If this Client acquired key for another owner, or already
 // released it, the owner does not hold it through this Client.
 func (c *Client) holderFor(key, owner string) (holder, heldLock, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	h, ok := c.held[key]
+	h, ok := c.held.get(key)
 	switch {
 	case !ok:
 		return holder{owner: owner}, h, nil
@@ -61,8 +62,8 @@ func (c *Client) holderFor(key, owner string) (holder, heldLock, error) {
 // known so that the owner-name fallback never applies to it again.
 func (c *Client) forget(key, token string) {
 	c.mu.Lock()
-	if h, ok := c.held[key]; ok && h.token == token {
-		c.held[key] = heldLock{owner: h.owner}
+	if h, ok := c.held.get(key); ok && h.token == token {
+		c.held.put(key, heldLock{owner: h.owner})
 	}
 	c.mu.Unlock()
 }
