@@ -9,9 +9,10 @@ import (
 )
 
 // maxAttempts bounds how often one operation is sent when its outcome is
-// unknown (a network error or timeout after the request may have been
-// applied). Retries reuse the acquisition's token, which makes them
-// idempotent: see store.acquire and store.release.
+// unknown (see outcomeUnknown: after a network error, a timeout, a write
+// concern error or a step-down, the write may have been applied). Resends
+// reuse the acquisition's token, which makes them idempotent: see
+// store.acquire and store.release.
 const maxAttempts = 3
 
 // abandonTimeout bounds the best-effort release of an acquisition whose
@@ -39,11 +40,10 @@ const (
 )
 
 // acquire takes key for owner, waiting as mode says. It returns errHeld if
-// the lock stayed held by another acquisition.
+// the lock stayed held by another acquisition. The caller must have called
+// beginOp (so that Close waits for it) and registers the acquisition with
+// register.
 func (c *Client) acquire(ctx context.Context, key, owner string, cfg lockConfig, mode waitMode) (*acquisition, error) {
-	if err := c.checkOpen(); err != nil {
-		return nil, err
-	}
 	if err := validKey(key); err != nil {
 		return nil, err
 	}
@@ -74,9 +74,9 @@ func (c *Client) acquire(ctx context.Context, key, owner string, cfg lockConfig,
 			// server or the network stalled): the lock may already be
 			// someone else's, and a lease promises its holder otherwise.
 			// (Lock, like the Python package, has no such promise: a lock
-			// taken with a tiny Expire is simply short-lived.) Give it back and treat the attempt as failed;
-			// later attempts use a new token, so the give-back can never
-			// free them.
+			// taken with a tiny Expire is simply short-lived.) Give it
+			// back and treat the attempt as failed; later attempts use a
+			// new token, so the give-back can never free them.
 			c.abandon(ctx, key, token)
 			token = newToken()
 			acq, err = nil, errExpiredOnArrival
@@ -96,7 +96,11 @@ func (c *Client) acquire(ctx context.Context, key, owner string, cfg lockConfig,
 		// interval, or until the holder's expiry if that comes sooner, or
 		// until a release through this Client wakes us.
 		if expiry.IsZero() || !c.cfg.now().Before(expiry) {
-			expiry = c.holderExpiry(ctx, key)
+			var err error
+			if expiry, err = c.holderExpiry(ctx, key); err != nil {
+				leave()
+				return nil, fmt.Errorf("mongolock: waiting for lock %q: %w", key, err)
+			}
 		}
 		d := jitter(backoff)
 		if !expiry.IsZero() {
@@ -110,6 +114,9 @@ func (c *Client) acquire(ctx context.Context, key, owner string, cfg lockConfig,
 		case <-ctx.Done():
 			leave()
 			return nil, fmt.Errorf("mongolock: waiting for lock %q: %w", key, ctx.Err())
+		case <-c.closing:
+			leave()
+			return nil, fmt.Errorf("mongolock: waiting for lock %q: %w", key, ErrClosed)
 		case <-timer:
 			timedOut = true // one last attempt at the deadline
 		case <-released:
@@ -136,17 +143,21 @@ const firstBackoff = 5 * time.Millisecond
 // holderExpiry returns the local reading after which the current holder's
 // lock has surely expired on the server's clock (its expiry plus the clock
 // estimate's error), or zero if that is not known (never expires, gone, or
-// unreadable).
-func (c *Client) holderExpiry(ctx context.Context, key string) time.Time {
+// unreadable). A document of the wrong shape is an error: no acquisition
+// can ever take it, so waiting for it is pointless.
+func (c *Client) holderExpiry(ctx context.Context, key string) (time.Time, error) {
 	d, err := c.store.find(ctx, key)
+	if errors.Is(err, ErrInvalidDocument) {
+		return time.Time{}, err
+	}
 	if err != nil || !d.Locked || d.Expire.IsZero() {
-		return time.Time{}
+		return time.Time{}, nil
 	}
 	now, err := c.clock.Now(ctx)
 	if err != nil {
-		return time.Time{}
+		return time.Time{}, nil
 	}
-	return now.local.Add(d.Expire.Sub(now.at) + now.err + time.Millisecond)
+	return now.local.Add(d.Expire.Sub(now.at) + now.err + time.Millisecond), nil
 }
 
 // attempt makes one attempt to take key. An attempt whose outcome is
@@ -167,14 +178,18 @@ func (c *Client) attempt(ctx context.Context, key, owner, token string, expire t
 		}
 		fence := c.fenceCandidate(now)
 		before, err := c.store.acquire(ctx, key, owner, token, now, expire, fence)
-		var docErr *DocumentError
 		switch {
-		case err == nil, errors.As(err, &docErr):
-			// Taken. (A before-image this package cannot read means the old
-			// document had a free shape it did not write; it is now replaced.)
+		case err == nil:
 			return c.settle(ctx, key, owner, token, now, expire, fence, before)
 		case errors.Is(err, errHeld):
 			return nil, errHeld
+		case errors.Is(err, ErrInvalidDocument):
+			// The write matched (the filter admits only documents of the
+			// shape decodeLock accepts), so this cannot happen; should it,
+			// the lock is ours and must not be kept on a document we
+			// cannot read.
+			c.abandon(ctx, key, token)
+			return nil, fmt.Errorf("mongolock: acquiring %q: %w", key, err)
 		case outcomeUnknown(err) && n < maxAttempts && ctx.Err() == nil:
 			unknown = true
 			continue
@@ -186,15 +201,56 @@ func (c *Client) attempt(ctx context.Context, key, owner, token string, expire t
 	}
 }
 
-// settle finishes an acquisition: its fence is the candidate when that is
-// above the fence stored before, and otherwise one more than the stored
-// fence, written by a second (rare) round trip. Either way it is strictly
-// greater than every fence the key had before.
+// settle finishes an acquisition by making sure its fence is above every
+// fence the key had before (docs/DESIGN.md, "Fencing"). The fence written
+// with the acquisition (the candidate, an estimate of the server's clock)
+// stands when the document held a fence below it. Otherwise a second, rare,
+// round trip raises it:
+//
+//   - to one more than the stored fence, when that was not below the
+//     candidate (the previous holder's estimate ran ahead of ours);
+//   - to a fresh estimate, when the document was created by this
+//     acquisition (new, or deleted by Purge) but the reply took longer than
+//     WithMaxClockError: the candidate, taken before the request was sent,
+//     may then be too old to bound the fences before the deletion;
+//   - to the candidate (or a fresh estimate) plus pythonMargin, when the
+//     Python package wrote the document (its writes drop the fence);
+//   - to both, when an earlier attempt of this acquisition whose reply was
+//     lost took the lock: what it found there is unknown.
 func (c *Client) settle(ctx context.Context, key, owner, token string, now serverTime, expire time.Duration, fence int64, before *lockDoc) (*acquisition, error) {
-	if before != nil && before.Fence >= fence {
-		fence = before.Fence + 1
+	slow := c.cfg.now().Sub(now.local) > c.cfg.maxClockError
+	var (
+		floor  int64 // the fence must be at least this
+		fresh  bool  // ... and at least a fresh estimate plus margin
+		margin int64
+	)
+	switch {
+	case before == nil:
+		fresh = slow
+	case before.token == token:
+		floor, fresh, margin = before.Fence+1, true, c.pythonMargin()
+	case !before.hasFence:
+		floor, fresh, margin = fence+c.pythonMargin(), slow, c.pythonMargin()
+	default:
+		floor = before.Fence + 1
+	}
+	if fresh {
+		later, err := c.clock.Now(ctx)
+		if err != nil {
+			c.abandon(ctx, key, token)
+			return nil, fmt.Errorf("mongolock: acquiring %q: %w", key, err)
+		}
+		floor = max(floor, c.fenceCandidate(later)+margin)
+	}
+	if floor > fence {
+		var stored int64
 		ok, _, err := c.retry(ctx, func(ctx context.Context) (bool, error) {
-			return c.store.raiseFence(ctx, key, token, fence)
+			var (
+				ok  bool
+				err error
+			)
+			stored, ok, err = c.store.raiseFence(ctx, key, token, floor)
+			return ok, err
 		})
 		if err != nil || !ok {
 			c.abandon(ctx, key, token)
@@ -203,6 +259,7 @@ func (c *Client) settle(ctx context.Context, key, owner, token string, now serve
 			}
 			return nil, fmt.Errorf("mongolock: acquiring %q: %w", key, err)
 		}
+		fence = stored
 	}
 	c.noteFence(fence)
 	return &acquisition{
@@ -211,10 +268,20 @@ func (c *Client) settle(ctx context.Context, key, owner, token string, now serve
 	}, nil
 }
 
+// pythonMargin is how far above its clock estimate a fence is put when the
+// previous holder was the Python package (which drops the fence): three
+// times WithMaxClockError, in microseconds. A fence this package issues is
+// at most WithMaxClockError ahead of the server's clock when it is written,
+// and an estimate taken at most WithMaxClockError before a write is at most
+// twice that behind it (docs/DESIGN.md, "Fencing").
+func (c *Client) pythonMargin() int64 {
+	return 3 * c.cfg.maxClockError.Microseconds()
+}
+
 // localDeadline is the local reading until which a lock written with expiry
-// now.at+expire is surely still valid: the server cannot have passed the
-// stored expiry before then, allowing for the estimate's error and for drift
-// over the lease.
+// now.at+expire (rounded up to the millisecond) is surely still valid: the
+// server cannot have passed the stored expiry before then, allowing for
+// the estimate's error and for drift over the lease.
 func localDeadline(now serverTime, expire time.Duration) time.Time {
 	if expire == 0 {
 		return time.Time{}
@@ -248,32 +315,43 @@ func (c *Client) noteFence(f int64) {
 }
 
 // abandon releases, by token and best effort, an acquisition whose outcome
-// is unknown or that could not be completed. It tries once within the
-// caller's ctx if that is still live; otherwise, or if that fails, it hands
-// the release to a goroutine owned by the Client (bounded by abandonTimeout
-// and stopped by Close), so the caller gets its error without waiting for
-// a server that does not answer.
+// is unknown or that could not be completed.
 func (c *Client) abandon(ctx context.Context, key, token string) {
-	release := func(ctx context.Context) error {
-		_, _, err := c.retry(ctx, func(ctx context.Context) (bool, error) {
-			return c.store.release(ctx, key, holder{token: token}, serverTime{})
-		})
+	c.giveBack(ctx, func(ctx context.Context) (bool, error) {
+		return c.store.release(ctx, key, holder{token: token})
+	})
+}
+
+// giveBack runs write, a release whose outcome must be made sure of. It
+// tries within the caller's ctx if that is still live; otherwise, or if
+// that does not settle it, it hands the write to a goroutine owned by the
+// Client (bounded by abandonTimeout and stopped by Close), so the caller
+// gets its error without waiting for a server that does not answer. Once
+// the Client is closing, it tries here instead, bounded by abandonTimeout.
+func (c *Client) giveBack(ctx context.Context, write func(context.Context) (bool, error)) {
+	run := func(ctx context.Context) error {
+		_, _, err := c.retry(ctx, write)
 		return err
 	}
-	if ctx.Err() == nil && release(ctx) == nil {
+	if ctx.Err() == nil && run(ctx) == nil {
 		return
 	}
-	c.background(func(ctx context.Context) {
+	bounded := func(ctx context.Context) {
 		ctx, cancel := context.WithTimeout(ctx, abandonTimeout)
 		defer cancel()
-		_ = release(ctx)
-	})
+		_ = run(ctx)
+	}
+	if !c.background(bounded) {
+		bounded(context.WithoutCancel(ctx))
+	}
 }
 
 // releaseToken releases the acquisition token of key. With minHold, a
 // release before created+minHold (server time) instead leaves the lock held
 // until then, under a token nobody has, so nobody can renew it. Waiters in
-// this process are woken when the lock is actually free.
+// this process are woken when the lock is actually free. If the outcome
+// stays unknown after the resends, the release goes on in the background
+// (giveBack) and the error says so.
 func (c *Client) releaseToken(ctx context.Context, key, token string, created time.Time, minHold time.Duration) (ok, unknown bool, err error) {
 	now, err := c.clock.Now(ctx)
 	if err != nil {
@@ -281,12 +359,17 @@ func (c *Client) releaseToken(ctx context.Context, key, token string, created ti
 	}
 	holdUntil := created.Add(minHold)
 	held := minHold > 0 && now.earliest().Before(holdUntil)
-	ok, unknown, err = c.retry(ctx, func(ctx context.Context) (bool, error) {
+	write := func(ctx context.Context) (bool, error) {
 		if held {
 			return c.store.releaseHeld(ctx, key, token, holdUntil)
 		}
-		return c.store.release(ctx, key, holder{token: token}, now)
-	})
+		return c.store.release(ctx, key, holder{token: token})
+	}
+	ok, unknown, err = c.retry(ctx, write)
+	if err != nil && outcomeUnknown(err) {
+		c.giveBack(ctx, write)
+		return false, true, fmt.Errorf("%w (the release goes on in the background)", err)
+	}
 	if err == nil && !held {
 		c.notifyReleased(key)
 	}

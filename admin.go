@@ -34,7 +34,9 @@ func (c *Client) List(ctx context.Context, prefix string) ([]LockInfo, error) {
 // ForceRelease releases the lock key whoever holds it, and returns the lock
 // as it was before (so a tool can say what it cleared). It is for operators
 // clearing a lock whose holder is gone: the holder, if alive, is not told
-// until its next renewal fails. ErrNotFound if there is no such lock.
+// until its next renewal fails, and its Release and Renew then return
+// ErrNotHeld. ErrNotFound if there is no such lock; a document of the wrong
+// shape is reported (ErrInvalidDocument) and left as it is.
 func (c *Client) ForceRelease(ctx context.Context, key string) (*LockInfo, error) {
 	if err := c.checkOpen(); err != nil {
 		return nil, err
@@ -42,14 +44,10 @@ func (c *Client) ForceRelease(ctx context.Context, key string) (*LockInfo, error
 	if err := validKey(key); err != nil {
 		return nil, err
 	}
-	now, err := c.clock.Now(ctx)
-	if err != nil {
-		return nil, err
-	}
 	var before *lockDoc
-	_, _, err = c.retry(ctx, func(ctx context.Context) (bool, error) {
+	_, _, err := c.retry(ctx, func(ctx context.Context) (bool, error) {
 		var err error
-		before, err = c.store.forceRelease(ctx, key, now)
+		before, err = c.store.forceRelease(ctx, key)
 		return before != nil, err
 	})
 	if err != nil {
@@ -59,23 +57,40 @@ func (c *Client) ForceRelease(ctx context.Context, key string) (*LockInfo, error
 	return &before.LockInfo, nil
 }
 
+// purgeMargin is how many times WithMaxClockError a document must have been
+// idle before Purge may delete it, so that the next fence of its key is
+// still above every earlier one (docs/DESIGN.md, "Fencing"): a fence is up
+// to 4 of them ahead of the server's clock when written (one of estimate
+// error, three of the margin after a Python acquisition), and the first
+// fence of a new document up to 2 behind.
+const purgeMargin = 6
+
 // Purge deletes the lock documents that have been released or expired
 // for longer than idleFor (server time) and returns how many it deleted. A
-// lock that is held is never touched. idleFor must be at least twice
-// WithMaxClockError, which is what keeps fences rising across the deletion
-// (docs/DESIGN.md, "Fencing").
+// lock that is held, or a document of the wrong shape, is never touched.
+// idleFor must be at least six times WithMaxClockError, which is what keeps
+// fences rising across the deletion, provided every Client using the
+// collection has a WithMaxClockError no larger (docs/DESIGN.md,
+// "Fencing"). Documents the Python package wrote carry no time this
+// package can trust: Purge first stamps them with the server's time, and a
+// later Purge deletes them once they have been idle for idleFor since.
+// Purge takes two round trips.
 func (c *Client) Purge(ctx context.Context, idleFor time.Duration) (int64, error) {
 	if err := c.checkOpen(); err != nil {
 		return 0, err
 	}
-	if min := 2 * c.cfg.maxClockError; idleFor < min {
-		return 0, argError("idleFor", "must be at least twice WithMaxClockError (%v) so that fences keep rising, got %v", min, idleFor)
+	if min := purgeMargin * c.cfg.maxClockError; idleFor < min {
+		return 0, argError("idleFor", "must be at least %d times WithMaxClockError (%v) so that fences keep rising, got %v", purgeMargin, min, idleFor)
 	}
 	now, err := c.clock.Now(ctx)
 	if err != nil {
 		return 0, err
 	}
-	n, err := c.store.purge(ctx, now.earliest().Add(-idleFor))
+	if err := c.store.markSeen(ctx); err != nil {
+		return 0, fmt.Errorf("mongolock: purging idle locks: %w", err)
+	}
+	cutoff := now.earliest().Add(-idleFor)
+	n, err := c.store.purge(ctx, cutoff, cutoff)
 	if err != nil {
 		return n, fmt.Errorf("mongolock: purging idle locks: %w", err)
 	}

@@ -2,6 +2,7 @@ package mongolock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"regexp"
@@ -26,11 +27,14 @@ type Client struct {
 	// lastFence is the largest fence candidate this Client has proposed, so
 	// its own candidates rise even if a clock refresh moves the estimate back.
 	lastFence atomic.Int64
-	closed    atomic.Bool
+	closed    atomic.Bool   // set (under mu) by Close
+	closing   chan struct{} // closed by Close: wakes waiting acquisitions
 
-	mu     sync.Mutex
-	held   *heldBook           // owner-named acquisitions made through this Client
-	leases map[*Lease]struct{} // live leases, released by Close
+	mu      sync.Mutex
+	held    *heldBook           // owner-named acquisitions made through this Client
+	leases  map[*Lease]struct{} // live leases, released by Close
+	ops     int                 // acquisitions in flight (beginOp, endOp)
+	opsIdle chan struct{}       // closed when ops drops to 0 while Close waits
 
 	keeper keeper   // renews kept-alive leases
 	waits  waitRoom // in-process waiters, woken by releases
@@ -131,7 +135,7 @@ func buildClientConfig(opts []Option) (clientConfig, error) {
 }
 
 func newClient(coll *mongo.Collection, cfg clientConfig) *Client {
-	c := &Client{cfg: cfg, store: store{coll: coll}, held: newHeldBook(maxHeldKeys), leases: make(map[*Lease]struct{})}
+	c := &Client{cfg: cfg, store: store{coll: coll}, held: newHeldBook(maxHeldKeys), leases: make(map[*Lease]struct{}), closing: make(chan struct{})}
 	c.keeper = keeper{c: c, leases: make(map[*Lease]struct{}), wake: make(chan struct{}, 1)}
 	c.waits = waitRoom{rooms: make(map[string]*room)}
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
@@ -147,16 +151,43 @@ func newClient(coll *mongo.Collection, cfg clientConfig) *Client {
 // Collection returns the collection that holds the locks.
 func (c *Client) Collection() *mongo.Collection { return c.store.coll }
 
-// Close releases the leases this Client holds (best effort, bounded by
-// ctx), stops its keep-alive and every other goroutine it started, and, if
-// Connect created its connection, disconnects it. Locks taken with the
-// owner-named Lock stay held until they are released or expire, as in the
-// Python package. Close is safe to call more than once.
+// Close releases the leases this Client holds, stops its keep-alive and
+// every other goroutine it started, and, if Connect created its connection,
+// disconnects it. Acquisitions still in flight when Close is called are
+// waited for; one that takes the lock during or after Close gives it back
+// and returns ErrClosed, and waiting acquisitions end with ErrClosed. So
+// when Close returns nil, no lease taken through this Client is held. All of
+// it is bounded by ctx: if ctx ends first, Close stops waiting, cancels the
+// Client's background work and returns an error matching ctx's. Locks
+// taken with the owner-named Lock before Close stay held until they are
+// released or expire, as in the Python package. Close is safe to call more
+// than once; later calls return nil.
 func (c *Client) Close(ctx context.Context) error {
-	if c.closed.Swap(true) {
+	c.mu.Lock()
+	if c.closed.Load() {
+		c.mu.Unlock()
 		return nil
 	}
-	c.releaseAll(ctx)
+	c.closed.Store(true)
+	close(c.closing)
+	var idle chan struct{}
+	if c.ops > 0 {
+		idle = make(chan struct{})
+		c.opsIdle = idle
+	}
+	c.mu.Unlock()
+
+	var errs []error
+	if idle != nil {
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("mongolock: closing: acquisitions still in flight: %w", ctx.Err()))
+		}
+	}
+	if err := c.releaseAll(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	c.bgMu.Lock()
 	c.bgClosed = true
 	c.bgMu.Unlock()
@@ -167,60 +198,113 @@ func (c *Client) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		c.bgCancel()
 		<-done
+		errs = append(errs, fmt.Errorf("mongolock: closing: background releases cut short: %w", ctx.Err()))
 	}
 	c.bgCancel()
 	if c.owned != nil {
 		if err := c.owned.Disconnect(ctx); err != nil {
-			return fmt.Errorf("mongolock: disconnecting: %w", err)
+			errs = append(errs, fmt.Errorf("mongolock: disconnecting: %w", err))
 		}
 	}
+	return errors.Join(errs...)
+}
+
+// beginOp registers an acquisition in flight, which Close waits for; it
+// fails with ErrClosed once Close has begun. endOp ends it.
+func (c *Client) beginOp() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	c.ops++
 	return nil
+}
+
+func (c *Client) endOp() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ops--
+	if c.ops == 0 && c.opsIdle != nil {
+		close(c.opsIdle)
+		c.opsIdle = nil
+	}
+}
+
+// register records a finished acquisition with the Client (keep is called
+// with c.mu held), unless Close has begun: then the lock is given back and
+// register returns ErrClosed, so that nothing taken through a closed
+// Client stays held.
+func (c *Client) register(ctx context.Context, acq *acquisition, keep func()) error {
+	c.mu.Lock()
+	if !c.closed.Load() {
+		keep()
+		c.mu.Unlock()
+		return nil
+	}
+	c.mu.Unlock()
+	c.abandon(ctx, acq.key, acq.token)
+	return fmt.Errorf("mongolock: acquiring %q: %w (the lock was given back)", acq.key, ErrClosed)
 }
 
 // releaseAll releases every live lease: those without MinHold in one
 // round trip, the others one by one (they need their own expiry).
-func (c *Client) releaseAll(ctx context.Context) {
+func (c *Client) releaseAll(ctx context.Context) error {
 	c.mu.Lock()
 	leases := make([]*Lease, 0, len(c.leases))
 	for l := range c.leases {
 		leases = append(leases, l)
 	}
 	c.mu.Unlock()
-	var keys, tokens []string
-	var plain []*Lease
+	var (
+		keys, tokens []string
+		plain        []*Lease
+		errs         []error
+	)
 	for _, l := range leases {
 		if l.minHold > 0 {
-			_ = l.release(ctx)
+			if err := l.release(ctx); err != nil && !errors.Is(err, ErrNotHeld) {
+				errs = append(errs, err)
+			}
 			continue
 		}
-		keys, tokens, plain = append(keys, l.key), append(tokens, l.token), append(plain, l)
+		if l.beginRelease() {
+			keys, tokens, plain = append(keys, l.key), append(tokens, l.token), append(plain, l)
+		}
 	}
 	if len(plain) > 0 {
-		if now, err := c.clock.Now(ctx); err == nil {
-			_, _, _ = c.retry(ctx, func(ctx context.Context) (bool, error) {
-				return true, c.store.releaseMany(ctx, keys, tokens, now)
-			})
+		write := func(ctx context.Context) (bool, error) {
+			return true, c.store.releaseMany(ctx, keys, tokens)
+		}
+		_, _, err := c.retry(ctx, write)
+		if err != nil {
+			// Go on in the background, which Close waits for next.
+			c.giveBack(ctx, write)
+			errs = append(errs, fmt.Errorf("mongolock: closing: releasing %d leases: %w", len(plain), err))
 		}
 		for _, l := range plain {
-			l.ended()
+			l.endRelease(true)
 			c.notifyReleased(l.key)
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // background runs fn in a goroutine that Close waits for; fn's ctx ends
-// when Close gives up waiting.
-func (c *Client) background(fn func(ctx context.Context)) {
+// when Close gives up waiting. It reports false, and runs nothing, once
+// Close has stopped accepting background work.
+func (c *Client) background(fn func(ctx context.Context)) bool {
 	c.bgMu.Lock()
 	defer c.bgMu.Unlock()
 	if c.bgClosed {
-		return // Close is waiting or has waited: start nothing more
+		return false
 	}
 	c.bg.Add(1)
 	go func() {
 		defer c.bg.Done()
 		fn(c.bgCtx)
 	}()
+	return true
 }
 
 func (c *Client) checkOpen() error {

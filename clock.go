@@ -7,13 +7,13 @@ import (
 	"time"
 )
 
-// maxDrift bounds how fast the local monotonic clock may drift from the
-// server's clock (200 ppm, several times what ordinary quartz oscillators
-// show). The error bound of an estimate grows by this much per second of age.
+// maxDrift bounds how fast the local clock may drift from the server's
+// clock (200 ppm, several times what ordinary quartz oscillators show). The
+// error bound of an estimate grows by this much per second of age.
 const maxDrift = 200e-6
 
 // serverTime is an estimate of the database server's clock, taken at the
-// local instant local (a reading that carries the monotonic clock).
+// local instant local (a reading of the Client's local clock).
 type serverTime struct {
 	at    time.Time     // estimated server time
 	err   time.Duration // |true server time - at| <= err
@@ -23,29 +23,36 @@ type serverTime struct {
 // earliest is the earliest the server's clock can read at the local instant.
 func (t serverTime) earliest() time.Time { return t.at.Add(-t.err) }
 
+// latest is the latest the server's clock can read at the local instant.
+func (t serverTime) latest() time.Time { return t.at.Add(t.err) }
+
 // serverClock estimates the database server's clock from the localTime that
 // hello returns. A sample brackets hello between two local readings: the
 // server read its clock somewhere in between, so the estimate at the
 // midpoint is wrong by at most half the round trip plus half the reported
 // clock's resolution (localTime has milliseconds). Between samples the
-// estimate advances with the local monotonic clock, its error bound growing
-// by maxDrift. Wall-clock readings are never compared with server times, so a
+// estimate advances with the local clock, its error bound growing by
+// maxDrift. Wall-clock readings are never compared with server times, so a
 // wrong local wall clock changes nothing.
+//
+// Every caller's wait is bounded by its own context: while one caller takes
+// a sample, others wait for it only as long as their contexts allow, and a
+// caller whose context ended does not hold anyone else up.
 type serverClock struct {
 	hello   func(ctx context.Context) (time.Time, error) // runs hello, returns localTime
-	now     func() time.Time
+	now     func() time.Time                             // the local clock
 	refresh time.Duration
 	maxErr  time.Duration
 
 	mu         sync.Mutex
 	best       clockSample
 	has        bool
-	lastSample time.Time // local reading of the last sampling attempt
-	refreshing bool
+	lastSample time.Time     // local reading when the last sample ended
+	sampling   chan struct{} // non-nil while a sample is being taken; closed when it ends
 }
 
 type clockSample struct {
-	local  time.Time     // local midpoint of the round trip (monotonic)
+	local  time.Time     // local midpoint of the round trip
 	server time.Time     // server time estimated at local
 	err    time.Duration // error bound at local
 }
@@ -68,43 +75,64 @@ const (
 	initialSamples      = 3
 )
 
-// Now returns the current server-time estimate, sampling the server first
-// if there is no sample yet or the last one is older than the refresh
-// interval.
+// Now returns the current server-time estimate. It samples the server first
+// when there is no estimate yet, when the last sample is older than the
+// refresh interval, or when the estimate's error bound is too large to use
+// (say, the first samples were taken while round trips were slow): one
+// caller samples, the others use a usable estimate meanwhile or wait for
+// the sample within their own contexts.
 func (c *serverClock) Now(ctx context.Context) (serverTime, error) {
-	c.mu.Lock()
-	if !c.has {
-		// No estimate yet: sample under the lock so concurrent callers wait
-		// for the first estimate rather than all sampling at once.
-		defer c.mu.Unlock()
-		if err := c.sampleLocked(ctx, initialSamples); err != nil {
-			return serverTime{}, err
-		}
-		return c.checked(c.best.at(c.now()))
-	}
-	stale := c.now().Sub(c.lastSample) >= c.refresh && !c.refreshing
-	if stale {
-		c.refreshing = true
-	}
-	c.mu.Unlock()
-
-	if stale {
-		s, err := c.sample(ctx, 1)
+	for {
 		c.mu.Lock()
-		c.refreshing = false
+		x := c.now()
+		var est serverTime
+		usable := false
+		if c.has {
+			est = c.best.at(x)
+			usable = est.err <= c.maxErr
+			if usable && (c.sampling != nil || x.Sub(c.lastSample) < c.refresh) {
+				c.mu.Unlock()
+				return est, nil
+			}
+		}
+		if wait := c.sampling; wait != nil {
+			c.mu.Unlock()
+			select {
+			case <-wait:
+				continue // look again: the sample may have succeeded
+			case <-ctx.Done():
+				return serverTime{}, fmt.Errorf("mongolock: waiting for the server clock: %w", ctx.Err())
+			}
+		}
+		done := make(chan struct{})
+		c.sampling = done
+		n := 1
+		if !c.has {
+			n = initialSamples
+		}
+		c.mu.Unlock()
+
+		s, err := c.sample(ctx, n)
+
+		c.mu.Lock()
+		c.sampling = nil
+		close(done)
 		c.lastSample = c.now()
 		if err == nil {
 			c.keepBetter(s)
 		}
+		has := c.has
+		if has {
+			est = c.best.at(c.now())
+		}
 		c.mu.Unlock()
-		// A failed refresh is not fatal: the old sample, aged, still bounds
-		// the error, and the operation will fail on its own if the server
-		// is unreachable.
+		if err != nil && !(has && est.err <= c.maxErr) {
+			// A failed refresh is not fatal while the old sample, aged,
+			// still bounds the error well enough; otherwise it is.
+			return serverTime{}, err
+		}
+		return c.checked(est)
 	}
-	c.mu.Lock()
-	est := c.best.at(c.now())
-	c.mu.Unlock()
-	return c.checked(est)
 }
 
 func (c *serverClock) checked(t serverTime) (serverTime, error) {
@@ -112,16 +140,6 @@ func (c *serverClock) checked(t serverTime) (serverTime, error) {
 		return t, fmt.Errorf("mongolock: server clock error bound %v exceeds the maximum %v (round trips to the server are too slow to judge expiry)", t.err.Round(time.Microsecond), c.maxErr)
 	}
 	return t, nil
-}
-
-func (c *serverClock) sampleLocked(ctx context.Context, n int) error {
-	s, err := c.sample(ctx, n)
-	c.lastSample = c.now()
-	if err != nil {
-		return err
-	}
-	c.keepBetter(s)
-	return nil
 }
 
 // keepBetter keeps whichever of the current and the new sample has the

@@ -16,7 +16,7 @@ func connectSkewed(t *testing.T, srv *mongolocktest.Server, skew time.Duration, 
 	opts = append([]Option{
 		WithDatabase(srv.Database()),
 		WithRetryInterval(10 * time.Millisecond),
-		withWallClock(func() time.Time { return time.Now().Add(skew) }),
+		withLocalClock(func() time.Time { return time.Now().Add(skew) }),
 	}, opts...)
 	c, err := Connect(ctx, srv.URI(), opts...)
 	if err != nil {

@@ -2,7 +2,7 @@ package mongolock
 
 import (
 	"errors"
-	"math"
+	"fmt"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -20,7 +20,14 @@ const (
 	fieldToken    = "token"    // random per-acquisition token (this package)
 	fieldFence    = "fence"    // fencing token of the latest acquisition (this package)
 	fieldReleased = "released" // server time of the latest release (this package)
+	fieldAcquired = "acquired" // server time of the latest write of a fence (this package)
+	fieldSeen     = "seen"     // server time Purge first saw a document the Python package wrote
 )
+
+// maxFence bounds a stored fence: a larger one (no fence this package issues
+// comes near it) would overflow when raised, so such a document has the
+// wrong shape.
+const maxFence = int64(1) << 62
 
 // LockInfo describes a stored lock. Times are the database server's.
 type LockInfo struct {
@@ -40,7 +47,8 @@ func (i *LockInfo) heldAt(t time.Time) bool {
 // lockDoc is a decoded lock document: the public info plus the token.
 type lockDoc struct {
 	LockInfo
-	token string
+	token    string
+	hasFence bool // a fence is stored (documents the Python package wrote have none)
 }
 
 // decodeLock reads a stored lock document, checking every field this
@@ -82,7 +90,7 @@ func decodeLock(key string, raw bson.Raw) (*lockDoc, error) {
 	if d.Expire, err = optTime(raw, fieldExpire); err != nil {
 		return nil, bad(fieldExpire, err.Error())
 	}
-	if d.Fence, err = optInt(raw, fieldFence); err != nil {
+	if d.Fence, d.hasFence, err = optFence(raw, fieldFence); err != nil {
 		return nil, bad(fieldFence, err.Error())
 	}
 	return d, nil
@@ -112,22 +120,22 @@ func optTime(raw bson.Raw, field string) (time.Time, error) {
 	return time.UnixMilli(ms).UTC(), nil
 }
 
-func optInt(raw bson.Raw, field string) (int64, error) {
+// optFence reads a fence: a 32- or 64-bit integer below maxFence, or
+// null/missing (no fence). Other numbers are refused, as the write filters
+// refuse them (shapeGuard): a filter cannot tell a whole double from another.
+func optFence(raw bson.Raw, field string) (int64, bool, error) {
 	v, err := raw.LookupErr(field)
 	if err != nil || v.Type == bson.TypeNull {
-		return 0, nil
+		return 0, false, nil
 	}
 	switch v.Type {
 	case bson.TypeInt64:
-		return v.Int64(), nil
-	case bson.TypeInt32:
-		return int64(v.Int32()), nil
-	case bson.TypeDouble:
-		f := v.Double()
-		if f == math.Trunc(f) && math.Abs(f) < 1<<53 {
-			return int64(f), nil
+		if f := v.Int64(); f < maxFence {
+			return f, true, nil
 		}
-		return 0, errors.New("must be a whole number, is " + v.String())
+		return 0, false, fmt.Errorf("is %d, at least 2^62: raising it would overflow", v.Int64())
+	case bson.TypeInt32:
+		return int64(v.Int32()), true, nil
 	}
-	return 0, errors.New("must be a number, is " + v.Type.String())
+	return 0, false, errors.New("must be a 32- or 64-bit integer or null, is " + v.Type.String())
 }

@@ -192,20 +192,14 @@ func expectedLock(key string, raw bson.Raw) (want LockInfo, wantToken, badField 
 	if want.Expire, ok = optDate(fieldExpire); !ok {
 		return want, "", fieldExpire
 	}
-	// fence: a whole number (int32, int64, or a double holding an integer
-	// that a double represents exactly), or null/missing for 0.
+	// fence: a 32- or 64-bit integer below 2^62, or null/missing for none
+	// (a double is refused: the write filters cannot tell a whole one).
 	if v, ok := first[fieldFence]; ok && v.Type != bson.TypeNull {
-		switch v.Type {
-		case bson.TypeInt32:
+		switch {
+		case v.Type == bson.TypeInt32:
 			want.Fence = int64(v.Int32())
-		case bson.TypeInt64:
+		case v.Type == bson.TypeInt64 && v.Int64() < 1<<62:
 			want.Fence = v.Int64()
-		case bson.TypeDouble:
-			f := v.Double()
-			if math.IsNaN(f) || math.IsInf(f, 0) || f != math.Trunc(f) || math.Abs(f) >= 1<<53 {
-				return want, "", fieldFence
-			}
-			want.Fence = int64(f)
 		default:
 			return want, "", fieldFence
 		}
@@ -279,7 +273,7 @@ func checkDecodeLock(t *testing.T, key string, raw bson.Raw) {
 // a *DocumentError matching ErrInvalidDocument that names the key and the
 // first offending field; a success reports exactly what was stored (Locked
 // the stored bool, Owner/token the stored string or "" for null/missing,
-// times the stored date or zero, Fence the stored whole number, Key the
+// times the stored date or zero, Fence the stored integer, Key the
 // stored string _id or else the key asked for).
 func FuzzDecodeLock(f *testing.F) {
 	doc := func(d bson.D) []byte {
@@ -295,6 +289,8 @@ func FuzzDecodeLock(f *testing.F) {
 	f.Add("py", doc(bson.D{{Key: "_id", Value: "py"}, {Key: "locked", Value: true}, {Key: "owner", Value: "py"}, {Key: "created", Value: now}, {Key: "expire", Value: nil}}), []byte{})
 	f.Add("k", doc(bson.D{{Key: "locked", Value: 1}}), []byte{})
 	f.Add("k", doc(bson.D{{Key: "locked", Value: true}, {Key: "fence", Value: 3.0}}), []byte{})
+	f.Add("k", doc(bson.D{{Key: "locked", Value: true}, {Key: "fence", Value: int64(math.MaxInt64)}}), []byte{})
+	f.Add("k", doc(bson.D{{Key: "locked", Value: true}, {Key: "fence", Value: int64(1<<62 - 1)}}), []byte{})
 	f.Add("k", doc(bson.D{{Key: "locked", Value: true}, {Key: "fence", Value: 3.5}}), []byte{})
 	f.Add("k", doc(bson.D{{Key: "locked", Value: true}, {Key: "fence", Value: math.NaN()}}), []byte{})
 	f.Add("k", doc(bson.D{{Key: "locked", Value: true}, {Key: "expire", Value: "2026-01-01"}}), []byte{})

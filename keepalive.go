@@ -7,13 +7,22 @@ import (
 	"time"
 )
 
-// keeper renews the kept-alive leases of one Client. One goroutine (started
-// when the first such lease appears, ending when none is left) wakes when a
-// lease is due, gathers every lease due soon, and renews them together: one
-// unordered bulk write per expire period in use, so 10,000 leases cost one
-// round trip per tick rather than 10,000. When fewer documents matched than
-// leases were sent, one find tells which leases were lost and why; the
-// others are unaffected.
+// keeper renews the kept-alive leases of one Client and watches every
+// lease's deadline for suspends. One goroutine (started when the first
+// such lease appears, ending when none is left) wakes when a lease is due,
+// gathers every lease due soon, and renews them together: one unordered
+// bulk write per expire period in use, so 10,000 leases cost one round trip
+// per tick rather than 10,000. When fewer documents matched than leases
+// were sent, one find tells which leases were lost and why; the others are
+// unaffected.
+//
+// Go's timers and monotonic clock stand still while the machine is
+// suspended, but the local clock a Client measures with (CLOCK_BOOTTIME on
+// Linux) does not. So where the local clock counts suspends, the goroutine
+// also wakes every suspendCheck while any lease has a deadline; when the
+// local clock has run ahead of Go's monotonic clock since its last look (a
+// suspend), it checks every lease's deadline at once, instead of leaving it
+// to timers that are now late.
 type keeper struct {
 	c *Client
 
@@ -21,21 +30,51 @@ type keeper struct {
 	leases  map[*Lease]struct{}
 	running bool
 	wake    chan struct{} // buffered; pokes the loop when a lease is added
+
+	// The suspend watch's last look: set by add when it starts the loop,
+	// then read and written by the loop only.
+	lastLocal, lastMono time.Time
 }
 
+const (
+	// suspendCheck is how often the suspend watch looks, at most.
+	suspendCheck = 100 * time.Millisecond
+	// suspendGap is how far the local clock must run ahead of Go's
+	// monotonic clock between two looks to count as a suspend.
+	suspendGap = 10 * time.Millisecond
+)
+
+// add starts renewing l if it is kept alive, and watching its deadline. A
+// lease that is lost or released by then is not added: keep-alive never
+// renews a lease after its deadline passed.
 func (k *keeper) add(l *Lease) {
 	k.mu.Lock()
+	l.mu.Lock()
+	watch := l.err == nil && l.state == leaseHeld &&
+		(l.keepAlive && l.period > 0 || !l.deadline.IsZero() && k.c.cfg.countsSuspend)
+	l.mu.Unlock()
+	if !watch {
+		k.mu.Unlock()
+		return
+	}
 	k.leases[l] = struct{}{}
 	start := !k.running
+	if start {
+		// The suspend watch's first look is now, not when the goroutine
+		// gets to run: a suspend in between must not go unnoticed.
+		k.lastLocal, k.lastMono = k.c.cfg.now(), k.c.cfg.mono()
+	}
 	k.running = true
 	k.mu.Unlock()
-	if start {
-		k.c.background(k.loop)
+	if start && !k.c.background(k.loop) {
+		k.mu.Lock()
+		k.running = false
+		k.mu.Unlock()
 	}
 	k.poke()
 }
 
-// remove stops renewing l; the loop ends when no lease is left.
+// remove stops renewing and watching l; the loop ends when no lease is left.
 func (k *keeper) remove(l *Lease) {
 	k.mu.Lock()
 	_, had := k.leases[l]
@@ -62,6 +101,7 @@ func (k *keeper) loop(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
+		k.checkSuspend()
 		due, next, ok := k.due()
 		if !ok {
 			return // no lease left; add starts a new loop
@@ -69,6 +109,9 @@ func (k *keeper) loop(ctx context.Context) {
 		if len(due) > 0 {
 			k.renew(ctx, due)
 			continue
+		}
+		if k.c.cfg.countsSuspend {
+			next = min(next, suspendCheck)
 		}
 		timer.Reset(next)
 		select {
@@ -83,11 +126,36 @@ func (k *keeper) loop(ctx context.Context) {
 	}
 }
 
-// due returns the leases to renew now, and how long to sleep otherwise. A
-// round starts when the earliest lease reaches its renewal time, and takes
-// along every lease that would be due within half its interval: after one
-// round, leases acquired at different times are in step and renewed
-// together, one round per interval however many leases there are.
+// checkSuspend looks whether the local clock ran ahead of Go's monotonic
+// clock since the last look (the machine was suspended), and if so checks
+// every watched lease's deadline now.
+func (k *keeper) checkSuspend() {
+	if !k.c.cfg.countsSuspend {
+		return
+	}
+	local, mono := k.c.cfg.now(), k.c.cfg.mono()
+	gap := local.Sub(k.lastLocal) - mono.Sub(k.lastMono)
+	k.lastLocal, k.lastMono = local, mono
+	if gap < suspendGap {
+		return
+	}
+	k.mu.Lock()
+	leases := make([]*Lease, 0, len(k.leases))
+	for l := range k.leases {
+		leases = append(leases, l)
+	}
+	k.mu.Unlock()
+	for _, l := range leases {
+		l.expired() // lost if past its deadline; else its timer is set right again
+	}
+}
+
+// due returns the kept-alive leases to renew now, and how long to sleep
+// otherwise. A round starts when the earliest lease reaches its renewal
+// time, and takes along every lease that would be due within half its
+// interval: after one round, leases acquired at different times are in
+// step and renewed together, one round per interval however many leases
+// there are.
 func (k *keeper) due() (due []*Lease, next time.Duration, ok bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -105,8 +173,12 @@ func (k *keeper) due() (due []*Lease, next time.Duration, ok bool) {
 	all := make([]waiting, 0, len(k.leases))
 	for l := range k.leases {
 		l.mu.Lock()
-		w := waiting{l, l.nextRenew.Sub(now), renewEvery(l.expire) / 2}
+		kept := l.keepAlive && l.period > 0 && l.state == leaseHeld && l.err == nil
+		w := waiting{l, l.nextRenew.Sub(now), renewEvery(l.period) / 2}
 		l.mu.Unlock()
+		if !kept {
+			continue
+		}
 		all = append(all, w)
 		next = min(next, w.wait)
 	}
@@ -126,7 +198,7 @@ func (k *keeper) renew(ctx context.Context, due []*Lease) {
 	groups := make(map[time.Duration][]*Lease)
 	for _, l := range due {
 		l.mu.Lock()
-		d := l.expire
+		d := l.period
 		l.mu.Unlock()
 		groups[d] = append(groups[d], l)
 	}
@@ -137,18 +209,30 @@ func (k *keeper) renew(ctx context.Context, due []*Lease) {
 
 func (k *keeper) renewGroup(ctx context.Context, d time.Duration, group []*Lease) {
 	c := k.c
-	// Give up on this round when no lease in it can still be saved (each
-	// lease's own timer reports it lost at its deadline), so the loop never
-	// hangs on a server that does not answer.
+	// A lease whose deadline has passed is lost, whether or not its timer
+	// has fired yet: it is never renewed afterwards. Give up on this round
+	// when no lease in it can still be saved, so the loop never hangs on a
+	// server that does not answer.
 	latest := time.Duration(0)
-	keys := make([]string, len(group))
-	tokens := make([]string, len(group))
-	for i, l := range group {
+	live := group[:0]
+	for _, l := range group {
+		if l.loseIfPast() {
+			continue
+		}
+		live = append(live, l)
 		l.mu.Lock()
 		if left := l.deadline.Sub(c.cfg.now()); left > latest {
 			latest = left
 		}
 		l.mu.Unlock()
+	}
+	group = live
+	if len(group) == 0 {
+		return
+	}
+	keys := make([]string, len(group))
+	tokens := make([]string, len(group))
+	for i, l := range group {
 		keys[i], tokens[i] = l.key, l.token
 	}
 	rctx, cancel := context.WithTimeout(ctx, max(latest, time.Millisecond))
@@ -166,14 +250,16 @@ func (k *keeper) renewGroup(ctx context.Context, d time.Duration, group []*Lease
 		retryLater()
 		return
 	}
-	n, err := c.store.renewMany(rctx, keys, tokens, now, d)
+	expire, n, err := c.store.renewMany(rctx, keys, tokens, now, d)
 	if err != nil {
+		// Also when the outcome is unknown: resending is harmless, as a
+		// renewal never moves an expiry back.
 		retryLater()
 		return
 	}
 	if n == int64(len(group)) {
 		for _, l := range group {
-			l.renewed(now, d)
+			l.renewed(now, d, 0)
 		}
 		return
 	}
@@ -183,7 +269,6 @@ func (k *keeper) renewGroup(ctx context.Context, d time.Duration, group []*Lease
 		retryLater()
 		return
 	}
-	newExpire := now.at.Add(d).Truncate(time.Millisecond)
 	for _, l := range group {
 		doc := docs[l.key]
 		switch {
@@ -193,72 +278,19 @@ func (k *keeper) renewGroup(ctx context.Context, d time.Duration, group []*Lease
 			l.lose(fmt.Errorf("%w: %q was taken over by %q", ErrLost, l.key, doc.Owner))
 		case doc.token != l.token || !doc.Locked:
 			l.lose(fmt.Errorf("%w: %q was released elsewhere", ErrLost, l.key))
-		case doc.Expire.Equal(newExpire):
-			l.renewed(now, d)
+		case doc.Expire.IsZero() || !doc.Expire.Before(expire):
+			// Held, with an expiry at least the one this renewal wrote.
+			l.renewed(now, d, 0)
 		default:
 			l.lose(fmt.Errorf("%w: %q expired before it could be renewed", ErrLost, l.key))
 		}
 	}
 }
 
-// track registers a live lease with its Client: for Close, and for
-// keep-alive when it has an expiry and keep-alive is on.
-func (c *Client) track(l *Lease) {
-	c.mu.Lock()
-	c.leases[l] = struct{}{}
-	c.mu.Unlock()
-	if l.keepAlive && l.expire > 0 {
-		c.keeper.add(l)
-	}
-}
-
+// untrack forgets a lease that was released or lost.
 func (c *Client) untrack(l *Lease) {
 	c.mu.Lock()
 	delete(c.leases, l)
 	c.mu.Unlock()
 	c.keeper.remove(l)
-}
-
-// waitRoom lets waiters in this process sleep until a lease of the same
-// Client releases the key, instead of until their next poll.
-type waitRoom struct {
-	mu    sync.Mutex
-	rooms map[string]*room
-}
-
-type room struct {
-	ch      chan struct{} // closed on release, then replaced
-	waiters int
-}
-
-// enter returns a channel closed when key is next released through this
-// Client; leave must be called when the waiter is done.
-func (w *waitRoom) enter(key string) (<-chan struct{}, func()) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	r := w.rooms[key]
-	if r == nil {
-		r = &room{ch: make(chan struct{})}
-		w.rooms[key] = r
-	}
-	r.waiters++
-	ch := r.ch
-	return ch, func() {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if r.waiters--; r.waiters == 0 && w.rooms[key] == r {
-			delete(w.rooms, key)
-		}
-	}
-}
-
-// notifyReleased wakes the waiters in this process for key.
-func (c *Client) notifyReleased(key string) {
-	w := &c.waits
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if r := w.rooms[key]; r != nil {
-		close(r.ch)
-		r.ch = make(chan struct{})
-	}
 }

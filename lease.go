@@ -23,21 +23,34 @@ type Lease struct {
 
 	lost chan struct{} // closed by lose
 
-	mu        sync.Mutex
-	expire    time.Duration // current expire period; 0: never expires
-	deadline  time.Time     // local reading after which it may be lost; zero: never
-	nextRenew time.Time     // local reading when keep-alive renews it next
-	timer     *time.Timer   // calls lose at deadline
-	released  bool
-	err       error         // why it was lost
-	lostAt    time.Time     // local reading when it was lost
-	onLost    []func(error) // called once when it is lost
+	mu         sync.Mutex
+	period     time.Duration // expire period keep-alive renews with; 0: never expires
+	deadline   time.Time     // local reading until which it is surely held; zero: never expires
+	nextRenew  time.Time     // local reading when keep-alive renews it next
+	timer      *time.Timer   // calls lose at deadline
+	state      leaseState
+	err        error         // why it was lost
+	pendingErr error         // a loss noticed while a release was in flight
+	lostAt     time.Time     // local reading when it was lost
+	onLost     []func(error) // called once when it is lost
 }
+
+// leaseState is where a lease is in its life. A lease that is lost (err
+// set) is still in leaseHeld until released: its holder may still release
+// it, which frees the lock sooner if nobody took it over.
+type leaseState int
+
+const (
+	leaseHeld      leaseState = iota
+	leaseReleasing            // Release in flight: a loss noticed now is kept until it is known whether the release succeeded
+	leaseReleased             // released by its holder: never reported lost
+)
 
 // Acquire takes the lock key, waiting while another owner holds it: until
 // it gets the lock, until Timeout passes (a *LockedError naming the holder,
 // matching ErrLocked), or until ctx ends (ctx's error, wrapped). Options:
-// Expire, Timeout, Owner (default: a generated unique name).
+// Expire, Timeout, Owner (default: a generated unique name), KeepAlive,
+// MinHold.
 func (c *Client) Acquire(ctx context.Context, key string, opts ...LockOption) (*Lease, error) {
 	return c.acquireOpts(ctx, key, opts, waitForever)
 }
@@ -62,6 +75,10 @@ func (c *Client) acquireOpts(ctx context.Context, key string, opts []LockOption,
 }
 
 func (c *Client) acquireLease(ctx context.Context, key, owner string, cfg lockConfig, mode waitMode) (*Lease, error) {
+	if err := c.beginOp(); err != nil {
+		return nil, err
+	}
+	defer c.endOp()
 	cfg.managed = true
 	acq, err := c.acquire(ctx, key, owner, cfg, mode)
 	if errors.Is(err, errHeld) {
@@ -75,29 +92,77 @@ func (c *Client) acquireLease(ctx context.Context, key, owner string, cfg lockCo
 		created: acq.created, minHold: cfg.minHold,
 		keepAlive: cfg.keepAlive == nil || *cfg.keepAlive,
 		lost:      make(chan struct{}),
-		expire:    acq.expire,
+		period:    acq.expire,
 		deadline:  acq.deadline,
 	}
-	if l.expire > 0 {
-		l.mu.Lock() // the timer may fire at once; lose waits for this
-		l.nextRenew = acq.sent.Add(renewEvery(l.expire))
-		l.timer = time.AfterFunc(l.deadline.Sub(c.cfg.now()), func() {
-			l.lose(fmt.Errorf("%w: %q was not renewed before it expired", ErrLost, l.key))
-		})
-		l.mu.Unlock()
+	if l.period > 0 {
+		l.nextRenew = acq.sent.Add(renewEvery(l.period))
 	}
-	c.track(l)
+	if err := c.register(ctx, acq, func() { c.leases[l] = struct{}{} }); err != nil {
+		return nil, err
+	}
+	// Registered first, then watched: a lease whose deadline passes at
+	// once is lost before keep-alive could ever renew it.
+	c.keeper.add(l)
+	l.mu.Lock()
+	l.armTimer()
+	l.mu.Unlock()
 	return l, nil
 }
 
 // renewEvery is how often keep-alive renews a lease of the given period.
 func renewEvery(expire time.Duration) time.Duration { return expire / 3 }
 
+// armTimer sets the timer that reports the lease lost at its deadline.
+// Called with l.mu held.
+func (l *Lease) armTimer() {
+	if l.deadline.IsZero() || l.err != nil || l.state == leaseReleased {
+		return
+	}
+	wait := l.deadline.Sub(l.c.cfg.now())
+	if l.timer != nil {
+		l.timer.Reset(wait)
+		return
+	}
+	l.timer = time.AfterFunc(wait, l.expired)
+}
+
+// expired is the deadline timer's function: it reports the lease lost if
+// its deadline has passed on the local clock, and otherwise sets the timer
+// again (a renewal moved the deadline, or the timer fired early).
+func (l *Lease) expired() {
+	if !l.loseIfPast() {
+		l.mu.Lock()
+		l.armTimer()
+		l.mu.Unlock()
+	}
+}
+
+// loseIfPast reports the lease lost, and returns true, if its deadline has
+// passed on the local clock.
+func (l *Lease) loseIfPast() bool {
+	l.mu.Lock()
+	passed := l.err == nil && l.state != leaseReleased && !l.deadline.IsZero() && !l.c.cfg.now().Before(l.deadline)
+	l.mu.Unlock()
+	if passed {
+		l.lose(fmt.Errorf("%w: %q was not renewed before it expired", ErrLost, l.key))
+	}
+	return passed
+}
+
 // lose marks the lease lost for the reason err (once), closes Lost and
-// stops its keep-alive.
+// stops its keep-alive. While a release is in flight the loss is kept
+// back: a lease released by its holder is never reported lost.
 func (l *Lease) lose(err error) {
 	l.mu.Lock()
-	if l.err != nil || l.released {
+	switch {
+	case l.err != nil || l.state == leaseReleased:
+		l.mu.Unlock()
+		return
+	case l.state == leaseReleasing:
+		if l.pendingErr == nil {
+			l.pendingErr = err
+		}
 		l.mu.Unlock()
 		return
 	}
@@ -128,29 +193,60 @@ func (l *Lease) whenLost(f func(error)) {
 	l.mu.Unlock()
 }
 
-// renewed records a successful renewal judged at now for period d.
-func (l *Lease) renewed(now serverTime, d time.Duration) {
+// renewed records a renewal the server applied: it wrote an expiry at
+// least d after now. Renewals may be applied in another order than their
+// replies arrive, but each one leaves the stored expiry at least where it
+// put it ($max), so the deadline only moves later: the latest deadline any
+// applied renewal allows. If period is not zero, it becomes the lease's
+// period (Renew); keep-alive renewals leave the period alone.
+func (l *Lease) renewed(now serverTime, d, period time.Duration) (startKeepAlive bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.err != nil || l.released {
-		return
+	if l.err != nil || l.state != leaseHeld {
+		return false
 	}
-	l.expire = d
-	l.deadline = localDeadline(now, d)
-	l.nextRenew = now.local.Add(renewEvery(d))
-	if l.timer != nil {
-		l.timer.Reset(l.deadline.Sub(l.c.cfg.now()))
-	} else {
-		l.timer = time.AfterFunc(l.deadline.Sub(l.c.cfg.now()), func() {
-			l.lose(fmt.Errorf("%w: %q was not renewed before it expired", ErrLost, l.key))
-		})
+	if period > 0 {
+		startKeepAlive = l.period == 0 && l.keepAlive
+		l.period = period
 	}
+	if dl := localDeadline(now, d); l.deadline.IsZero() || dl.After(l.deadline) {
+		l.deadline = dl
+	}
+	l.nextRenew = now.local.Add(renewEvery(l.period))
+	l.armTimer()
+	return startKeepAlive
 }
 
-// ended marks the lease released (not lost) and stops its timer.
-func (l *Lease) ended() {
+// beginRelease claims the lease for a release (the holder's or Close's).
+// It reports false if it is released or being released already.
+func (l *Lease) beginRelease() bool {
 	l.mu.Lock()
-	l.released = true
+	defer l.mu.Unlock()
+	if l.state != leaseHeld {
+		return false
+	}
+	l.state = leaseReleasing
+	return true
+}
+
+// endRelease ends a release. If it happened (or goes on in the
+// background), the lease is released for good: its timer and keep-alive
+// stop and it is never reported lost. If not, the lease is held again and a
+// loss noticed meanwhile is reported now.
+func (l *Lease) endRelease(released bool) {
+	l.mu.Lock()
+	if !released {
+		l.state = leaseHeld
+		pending := l.pendingErr
+		l.pendingErr = nil
+		l.mu.Unlock()
+		if pending != nil {
+			l.lose(pending)
+		}
+		return
+	}
+	l.state = leaseReleased
+	l.pendingErr = nil
 	if l.timer != nil {
 		l.timer.Stop()
 	}
@@ -174,20 +270,32 @@ func (l *Lease) Token() string { return l.token }
 // carries a fence lower than one it has already seen.
 func (l *Lease) Fence() int64 { return l.fence }
 
-// ExpiresAt returns the local time until which the lease is surely held
-// (the server-time expiry translated to this machine's monotonic clock,
-// less the clock estimate's error bound), or the zero time if the lock
-// never expires. Compare it with time.Now, or use time.Until.
+// ExpiresAt returns the time, on this machine's clock (compare it with
+// time.Now, or use time.Until), until which the lease is surely held: the
+// server-time expiry of the last renewal the server applied, translated to
+// the local clock, less the clock estimate's error bound. It is the zero
+// time if the lock never expires. Act as the holder only before it (and
+// while Lost is open). It is computed at each call, so it stays right after
+// the machine was suspended (on Linux); a value kept across a suspend does
+// not.
 func (l *Lease) ExpiresAt() time.Time {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.deadline
+	deadline := l.deadline
+	l.mu.Unlock()
+	if deadline.IsZero() {
+		return time.Time{}
+	}
+	return time.Now().Add(deadline.Sub(l.c.cfg.now()))
 }
 
-// Renew extends the lease to expire d from now (server time); keep-alive
-// goes on with period d. It returns an error matching ErrNotHeld if the
-// lease was released, or expired before the renewal reached the server, or
-// was taken over, and the lease's Err (matching ErrLost) once it is lost.
+// Renew extends the lease to expire d from now (server time), and makes d
+// its period: keep-alive (unless KeepAlive(false)) goes on renewing it with
+// d, also if the lease had no expiry before. The stored expiry never moves
+// earlier: after a longer period, a shorter d takes effect once the longer
+// expiry has run out (Release frees the lock at once). Renew returns an
+// error matching ErrNotHeld if the lease was released, or expired before
+// the renewal reached the server, or was taken over — then the lease is
+// lost, and Err says why.
 func (l *Lease) Renew(ctx context.Context, d time.Duration) error {
 	if err := l.c.checkOpen(); err != nil {
 		return err
@@ -196,19 +304,34 @@ func (l *Lease) Renew(ctx context.Context, d time.Duration) error {
 		return err
 	}
 	l.mu.Lock()
-	released, lostErr := l.released, l.err
+	state, lostErr := l.state, l.err
 	l.mu.Unlock()
 	switch {
-	case released:
+	case state != leaseHeld:
 		return fmt.Errorf("mongolock: renewing %q: %w (released)", l.key, ErrNotHeld)
 	case lostErr != nil:
 		return fmt.Errorf("mongolock: renewing %q: %w (%w)", l.key, ErrNotHeld, lostErr)
 	}
-	now, err := l.c.renew(ctx, l.key, holder{token: l.token}, d)
+	var now serverTime
+	ok, _, err := l.c.retry(ctx, func(ctx context.Context) (bool, error) {
+		var err error
+		if now, err = l.c.clock.Now(ctx); err != nil {
+			return false, err
+		}
+		_, ok, err := l.c.store.renewLease(ctx, l.key, l.token, now, d)
+		return ok, err
+	})
 	if err != nil {
 		return fmt.Errorf("mongolock: renewing %q: %w", l.key, err)
 	}
-	l.renewed(now, d)
+	if !ok {
+		err := fmt.Errorf("%w: %q was taken over, released elsewhere or expired before it could be renewed", ErrLost, l.key)
+		l.lose(err)
+		return fmt.Errorf("mongolock: renewing %q: %w (%w)", l.key, ErrNotHeld, err)
+	}
+	if l.renewed(now, d, d) {
+		l.c.keeper.add(l)
+	}
 	return nil
 }
 
@@ -217,9 +340,12 @@ func (l *Lease) Renew(ctx context.Context, d time.Duration) error {
 // returns an error matching ErrNotHeld if the lease had already been
 // released, or had expired and been taken over (then this holder's
 // critical section was not exclusive to the end). A release whose reply is
-// lost is retried with the same token, so it cannot leak the lock; if by
+// lost is resent with the same token, so it cannot leak the lock; if by
 // then another acquisition holds it, Release reports ErrNotHeld, as it
-// cannot tell whether its first attempt got there first.
+// cannot tell whether its first attempt got there first. If the server
+// cannot confirm the release within ctx, Release returns that error and
+// goes on releasing in the background (until Close, or a few seconds); the
+// lease is released either way. Once Release is called, Lost never closes.
 func (l *Lease) Release(ctx context.Context) error {
 	if err := l.c.checkOpen(); err != nil {
 		return err
@@ -228,17 +354,15 @@ func (l *Lease) Release(ctx context.Context) error {
 }
 
 func (l *Lease) release(ctx context.Context) error {
-	l.mu.Lock()
-	if l.released {
-		l.mu.Unlock()
+	if !l.beginRelease() {
 		return fmt.Errorf("mongolock: releasing %q: %w (already released)", l.key, ErrNotHeld)
 	}
-	l.mu.Unlock()
 	ok, unknown, err := l.c.releaseToken(ctx, l.key, l.token, l.created, l.minHold)
 	if err != nil {
+		l.endRelease(unknown)
 		return fmt.Errorf("mongolock: releasing %q: %w", l.key, err)
 	}
-	l.ended()
+	l.endRelease(true)
 	if !ok {
 		return fmt.Errorf("mongolock: releasing %q: %w (%s)", l.key, ErrNotHeld, notHeldWhy(unknown))
 	}
@@ -255,19 +379,22 @@ func notHeldWhy(unknown bool) string {
 	if unknown {
 		return "it is held by another acquisition now; an earlier attempt whose reply was lost may have released it first"
 	}
-	return "it expired and was taken over"
+	return "it expired and was taken over, or was released elsewhere"
 }
 
 // Lost returns a channel that is closed when the lease is known lost: taken
 // over by another holder after it expired, deleted, released elsewhere, or
-// not renewed before its expiry (judged on the local monotonic clock against
-// the server-time expiry less the clock margin, so it closes even if the
-// server never answers). Err then says why. Release does not close it.
+// not renewed before its expiry (judged on the local clock against the
+// server-time expiry less the clock margin, so it closes even if the server
+// never answers). Err then says why. Release does not close it.
 func (l *Lease) Lost() <-chan struct{} { return l.lost }
 
 // Err returns nil while the lease is held (or after it was released), and an
-// error matching ErrLost, saying why, once Lost is closed.
+// error matching ErrLost, saying why, once it is lost. It checks the
+// lease's deadline itself, so after a suspend it reports the loss even
+// before Lost has caught up.
 func (l *Lease) Err() error {
+	l.loseIfPast()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.err

@@ -24,6 +24,10 @@ const (
 	// estimate this package accepts before it refuses to judge expiry.
 	DefaultMaxClockError = time.Second
 
+	// maxMaxClockError bounds WithMaxClockError: a larger bound is no
+	// clock at all, and margins derived from it must not overflow.
+	maxMaxClockError = time.Hour
+
 	maxKeyBytes   = 1024
 	maxOwnerBytes = 512
 )
@@ -39,7 +43,9 @@ type clientConfig struct {
 	maxClockError time.Duration
 	writeConcern  *writeconcern.WriteConcern
 	readConcern   *readconcern.ReadConcern
-	now           func() time.Time // wall clock; only ever used through the monotonic reading
+	now           func() time.Time // the local clock: elapsed time, suspend included where the platform can tell
+	mono          func() time.Time // Go's monotonic clock, to notice a suspend by comparing it with now
+	countsSuspend bool             // now counts suspended time and mono does not: watch for suspends
 
 	// brokenClientClock makes acquisitions judge expiry on the local wall
 	// clock, as the Python package does. Only the stress harness sets it,
@@ -48,6 +54,7 @@ type clientConfig struct {
 }
 
 func defaultClientConfig() clientConfig {
+	now, countsSuspend := defaultLocalClock()
 	return clientConfig{
 		database:      DefaultDatabase,
 		collection:    DefaultCollection,
@@ -56,7 +63,9 @@ func defaultClientConfig() clientConfig {
 		maxClockError: DefaultMaxClockError,
 		writeConcern:  writeconcern.Majority(),
 		readConcern:   readconcern.Majority(),
-		now:           time.Now,
+		now:           now,
+		mono:          time.Now,
+		countsSuspend: countsSuspend,
 	}
 }
 
@@ -72,6 +81,8 @@ func (c *clientConfig) validate() error {
 		return argError("WithClockRefresh", "must be positive, got %v", c.clockRefresh)
 	case c.maxClockError <= 0:
 		return argError("WithMaxClockError", "must be positive, got %v", c.maxClockError)
+	case c.maxClockError > maxMaxClockError:
+		return argError("WithMaxClockError", "must be at most %v, got %v", maxMaxClockError, c.maxClockError)
 	case c.now == nil:
 		return argError("clock", "must not be nil")
 	}
@@ -117,10 +128,13 @@ func WithReadConcern(rc *readconcern.ReadConcern) Option {
 	return func(c *clientConfig) { c.readConcern = rc }
 }
 
-// withWallClock replaces the wall clock. Tests use it to prove that a skewed
-// local clock changes nothing: the package reads only the monotonic part of
-// the times it takes.
-func withWallClock(now func() time.Time) Option { return func(c *clientConfig) { c.now = now } }
+// withLocalClock replaces the local clock. Tests use it to prove that a
+// skewed local clock changes nothing (the package only ever subtracts its
+// readings), and to simulate a suspend: a clock that jumps ahead while Go's
+// monotonic clock does not.
+func withLocalClock(now func() time.Time) Option {
+	return func(c *clientConfig) { c.now, c.countsSuspend = now, true }
+}
 
 // withBrokenClientClockExpiry deliberately breaks the Client: it judges
 // expiry on the local wall clock. For the stress harness's self-test only.

@@ -27,6 +27,10 @@ func (c *Client) Lock(ctx context.Context, key, owner string, opts ...LockOption
 	if cfg.ownerSet {
 		return false, argError("Owner", "is for Acquire and TryAcquire; Lock takes the owner as an argument")
 	}
+	if err := c.beginOp(); err != nil {
+		return false, err
+	}
+	defer c.endOp()
 	acq, err := c.acquire(ctx, key, owner, cfg, waitTimeout)
 	if errors.Is(err, errHeld) {
 		return false, nil
@@ -34,10 +38,10 @@ func (c *Client) Lock(ctx context.Context, key, owner string, opts ...LockOption
 	if err != nil {
 		return false, err
 	}
-	c.mu.Lock()
-	c.held.put(key, heldLock{owner: owner, token: acq.token, created: acq.created, minHold: cfg.minHold})
-	c.mu.Unlock()
-	return true, nil
+	err = c.register(ctx, acq, func() {
+		c.held.put(key, heldLock{owner: owner, token: acq.token, created: acq.created, minHold: cfg.minHold})
+	})
+	return err == nil, err
 }
 
 // holderFor picks what Release and Touch match on: the token of this
@@ -94,12 +98,9 @@ func (c *Client) Release(ctx context.Context, key, owner string) error {
 	if h.token != "" {
 		ok, unknown, err = c.releaseToken(ctx, key, h.token, hl.created, hl.minHold)
 	} else {
-		var now serverTime
-		if now, err = c.clock.Now(ctx); err == nil {
-			ok, unknown, err = c.retry(ctx, func(ctx context.Context) (bool, error) {
-				return c.store.release(ctx, key, h, now)
-			})
-		}
+		ok, unknown, err = c.retry(ctx, func(ctx context.Context) (bool, error) {
+			return c.store.release(ctx, key, h)
+		})
 		if err == nil && ok {
 			c.notifyReleased(key)
 		}
@@ -117,8 +118,10 @@ func (c *Client) Release(ctx context.Context, key, owner string) error {
 }
 
 // Touch renews the lock key held by owner: it will now expire expire from
-// now (server time), also if it was taken without Expire. It returns an
-// error matching ErrNotHeld if owner does not hold it or it has expired.
+// now (server time), also if it was taken without Expire, and also if that
+// is sooner than before (as in the Python package). It returns an error
+// matching ErrNotHeld if owner does not hold it or it has expired (even if
+// nobody took it over since).
 func (c *Client) Touch(ctx context.Context, key, owner string, expire time.Duration) error {
 	if err := c.checkKeyOwner(key, owner); err != nil {
 		return err
@@ -130,30 +133,20 @@ func (c *Client) Touch(ctx context.Context, key, owner string, expire time.Durat
 	if err != nil {
 		return err
 	}
-	if _, err := c.renew(ctx, key, h, expire); err != nil {
-		return fmt.Errorf("mongolock: touching %q by %q: %w", key, owner, err)
-	}
-	return nil
-}
-
-// renew extends the lock matched by h to expire from now and returns the
-// new server-time estimate it was judged at. ErrNotHeld if nothing matched.
-func (c *Client) renew(ctx context.Context, key string, h holder, expire time.Duration) (serverTime, error) {
-	var now serverTime
 	ok, _, err := c.retry(ctx, func(ctx context.Context) (bool, error) {
-		var err error
-		if now, err = c.clock.Now(ctx); err != nil {
+		now, err := c.clock.Now(ctx)
+		if err != nil {
 			return false, err
 		}
-		return c.store.renew(ctx, key, h, now, expire)
+		return c.store.touch(ctx, key, h, now, expire)
 	})
-	if err != nil {
-		return now, err
+	switch {
+	case err != nil:
+		return fmt.Errorf("mongolock: touching %q by %q: %w", key, owner, err)
+	case !ok:
+		return fmt.Errorf("mongolock: touching %q by %q: %w", key, owner, ErrNotHeld)
 	}
-	if !ok {
-		return now, ErrNotHeld
-	}
-	return now, nil
+	return nil
 }
 
 // Info returns the stored state of lock key, or an error matching

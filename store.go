@@ -18,18 +18,30 @@ type store struct {
 	coll *mongo.Collection
 }
 
-// shapeGuard matches only documents whose expire and fence fields have the
-// types this package writes, so a write never changes (or is misled by) a
-// document of the wrong shape.
+// shapeGuard matches only documents whose fields have the types this
+// package writes and decodeLock accepts (locked a boolean; owner and token
+// strings or null; created and expire dates or null; fence a 32- or 64-bit
+// integer below maxFence, or none), so a write never changes (or is misled
+// by) a document of the wrong shape. Missing and null are alike.
 var shapeGuard = bson.A{
+	bson.D{{Key: fieldLocked, Value: bson.D{{Key: "$type", Value: "bool"}}}},
+	nullOr(fieldOwner, bson.D{{Key: "$type", Value: "string"}}),
+	nullOr(fieldToken, bson.D{{Key: "$type", Value: "string"}}),
+	nullOr(fieldCreated, bson.D{{Key: "$type", Value: "date"}}),
+	nullOr(fieldExpire, bson.D{{Key: "$type", Value: "date"}}),
 	bson.D{{Key: "$or", Value: bson.A{
-		bson.D{{Key: fieldExpire, Value: nil}},
-		bson.D{{Key: fieldExpire, Value: bson.D{{Key: "$type", Value: "date"}}}},
+		bson.D{{Key: fieldFence, Value: nil}},
+		bson.D{{Key: fieldFence, Value: bson.D{{Key: "$type", Value: "int"}}}},
+		bson.D{{Key: fieldFence, Value: bson.D{{Key: "$type", Value: "long"}, {Key: "$lt", Value: maxFence}}}},
 	}}},
-	bson.D{{Key: "$or", Value: bson.A{
-		bson.D{{Key: fieldFence, Value: bson.D{{Key: "$exists", Value: false}}}},
-		bson.D{{Key: fieldFence, Value: bson.D{{Key: "$type", Value: "number"}}}},
-	}}},
+}
+
+// nullOr matches documents whose field is null, missing or matches cond.
+func nullOr(field string, cond bson.D) bson.D {
+	return bson.D{{Key: "$or", Value: bson.A{
+		bson.D{{Key: field, Value: nil}},
+		bson.D{{Key: field, Value: cond}},
+	}}}
 }
 
 func guarded(key string, conds ...bson.D) bson.D {
@@ -41,11 +53,43 @@ func guarded(key string, conds ...bson.D) bson.D {
 	return bson.D{{Key: fieldKey, Value: key}, {Key: "$and", Value: and}}
 }
 
+// storedTime is t as a stored date will hold it, rounded up to BSON's
+// millisecond. Expiries are rounded up, never truncated, so that a lease's
+// local deadline (computed from the exact value) never falls after the
+// instant the server considers the lock expired.
+func storedTime(t time.Time) time.Time {
+	if r := t.Truncate(time.Millisecond); !r.Equal(t) {
+		return r.Add(time.Millisecond)
+	}
+	return t
+}
+
+// expireValue is the expiry written for a lock taken at now for d: null
+// (never) for 0, else now+d rounded up to the millisecond (storedTime).
 func expireValue(now time.Time, d time.Duration) any {
 	if d == 0 {
 		return nil
 	}
-	return now.Add(d)
+	return storedTime(now.Add(d))
+}
+
+// stampAcquired records, in the server's own clock, when a fence was last
+// written: Purge reads it to prove how long a document has been idle.
+var stampAcquired = bson.E{Key: "$currentDate", Value: bson.D{{Key: fieldAcquired, Value: true}}}
+
+// releasedShape is the Python package's released shape, plus the server
+// time of the release (for Purge).
+func releasedShape(extra ...bson.E) bson.D {
+	set := bson.D{
+		{Key: fieldLocked, Value: false},
+		{Key: fieldOwner, Value: nil},
+		{Key: fieldCreated, Value: nil},
+		{Key: fieldExpire, Value: nil},
+	}
+	return bson.D{
+		{Key: "$set", Value: append(set, extra...)},
+		{Key: "$currentDate", Value: bson.D{{Key: fieldReleased, Value: true}}},
+	}
 }
 
 // acquire takes the lock for token if it is free: released, expired before
@@ -71,6 +115,7 @@ func (s *store) acquire(ctx context.Context, key, owner, token string, now serve
 			{Key: fieldToken, Value: token},
 		}},
 		{Key: "$max", Value: bson.D{{Key: fieldFence, Value: fence}}},
+		stampAcquired,
 	}
 	opts := options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.Before)
 	raw, err := s.coll.FindOneAndUpdate(ctx, filter, update, opts).Raw()
@@ -85,16 +130,25 @@ func (s *store) acquire(ctx context.Context, key, owner, token string, now serve
 	return nil, ctxFail(ctx, err)
 }
 
-// raiseFence sets the fence of a lock held with token to at least fence.
-// It is idempotent, so a retry after a lost reply is harmless.
-func (s *store) raiseFence(ctx context.Context, key, token string, fence int64) (bool, error) {
-	res, err := s.coll.UpdateOne(ctx,
-		bson.D{{Key: fieldKey, Value: key}, {Key: fieldToken, Value: token}, {Key: fieldLocked, Value: true}},
-		bson.D{{Key: "$max", Value: bson.D{{Key: fieldFence, Value: fence}}}})
-	if err != nil {
-		return false, ctxFail(ctx, err)
+// raiseFence sets the fence of a lock held with token to at least fence
+// and returns the fence stored afterwards. It is idempotent, so a retry
+// after a lost reply is harmless.
+func (s *store) raiseFence(ctx context.Context, key, token string, fence int64) (stored int64, ok bool, err error) {
+	raw, err := s.coll.FindOneAndUpdate(ctx,
+		guarded(key, bson.D{{Key: fieldToken, Value: token}}, bson.D{{Key: fieldLocked, Value: true}}),
+		bson.D{{Key: "$max", Value: bson.D{{Key: fieldFence, Value: fence}}}, stampAcquired},
+		options.FindOneAndUpdate().SetReturnDocument(options.After)).Raw()
+	switch {
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, ctxFail(ctx, err)
 	}
-	return res.MatchedCount == 1, nil
+	d, err := decodeLock(key, raw)
+	if err != nil {
+		return 0, false, err
+	}
+	return d.Fence, true, nil
 }
 
 // holder selects the acquisition a release or renewal applies to: by token,
@@ -114,20 +168,10 @@ func (h holder) cond() bson.D {
 
 // release frees the lock, writing the Python package's released shape and
 // keeping the token and fence, so that a retried release still matches and
-// the fence keeps rising; released records when (for Purge; zero now
-// writes null). It reports whether a document matched.
-func (s *store) release(ctx context.Context, key string, h holder, now serverTime) (bool, error) {
-	var released any
-	if !now.at.IsZero() {
-		released = now.at
-	}
-	res, err := s.coll.UpdateOne(ctx, guarded(key, h.cond()), bson.D{{Key: "$set", Value: bson.D{
-		{Key: fieldLocked, Value: false},
-		{Key: fieldOwner, Value: nil},
-		{Key: fieldCreated, Value: nil},
-		{Key: fieldExpire, Value: nil},
-		{Key: fieldReleased, Value: released},
-	}}})
+// the fence keeps rising; released records the server's time of it (for
+// Purge). It reports whether a document matched.
+func (s *store) release(ctx context.Context, key string, h holder) (bool, error) {
+	res, err := s.coll.UpdateOne(ctx, guarded(key, h.cond()), releasedShape())
 	if err != nil {
 		return false, ctxFail(ctx, err)
 	}
@@ -139,12 +183,15 @@ func (s *store) release(ctx context.Context, key string, h holder, now serverTim
 const heldSuffix = ":held"
 
 // releaseHeld releases the lock held with token but keeps it locked until
-// until (MinHold): the expiry becomes until and the token is retired, so
-// nobody can renew it. It reports whether a document matched.
+// until (MinHold): the expiry becomes until (rounded up to the millisecond)
+// and the token is retired, so nobody can renew it. A resend after a lost
+// reply matches the retired token and writes the same, so it is
+// idempotent. It reports whether a document matched.
 func (s *store) releaseHeld(ctx context.Context, key, token string, until time.Time) (bool, error) {
-	res, err := s.coll.UpdateOne(ctx, guarded(key, bson.D{{Key: fieldToken, Value: token}}),
+	res, err := s.coll.UpdateOne(ctx,
+		guarded(key, bson.D{{Key: fieldToken, Value: bson.D{{Key: "$in", Value: bson.A{token, token + heldSuffix}}}}}),
 		bson.D{{Key: "$set", Value: bson.D{
-			{Key: fieldExpire, Value: until},
+			{Key: fieldExpire, Value: storedTime(until)},
 			{Key: fieldToken, Value: token + heldSuffix},
 		}}})
 	if err != nil {
@@ -155,38 +202,35 @@ func (s *store) releaseHeld(ctx context.Context, key, token string, until time.T
 
 // renewMany renews, in one round trip (an unordered bulk write of one
 // update per lease, each by _id so that it uses the _id index), the locks
-// held with tokens[i] on keys[i] that have not expired at now, to expire d
-// after now. It returns how many it renewed.
-func (s *store) renewMany(ctx context.Context, keys, tokens []string, now serverTime, d time.Duration) (int64, error) {
-	update := bson.D{{Key: "$set", Value: bson.D{{Key: fieldExpire, Value: now.at.Add(d)}}}}
+// held with tokens[i] on keys[i] that surely have not expired at now, to
+// expire at least d after now: $max, so that a renewal the server applies
+// after a later one never moves the expiry back (see renewLease). It
+// returns the expiry it wrote and how many documents matched.
+func (s *store) renewMany(ctx context.Context, keys, tokens []string, now serverTime, d time.Duration) (time.Time, int64, error) {
+	expire := storedTime(now.at.Add(d))
+	update := bson.D{{Key: "$max", Value: bson.D{{Key: fieldExpire, Value: expire}}}}
 	models := make([]mongo.WriteModel, len(keys))
 	for i := range keys {
-		models[i] = mongo.NewUpdateOneModel().SetFilter(bson.D{
-			{Key: fieldKey, Value: keys[i]},
-			{Key: fieldToken, Value: tokens[i]},
-			{Key: fieldLocked, Value: true},
-			{Key: fieldExpire, Value: bson.D{{Key: "$gt", Value: now.at}}},
-		}).SetUpdate(update)
+		models[i] = mongo.NewUpdateOneModel().SetFilter(guarded(keys[i],
+			bson.D{{Key: fieldToken, Value: tokens[i]}},
+			bson.D{{Key: fieldLocked, Value: true}},
+			bson.D{{Key: fieldExpire, Value: bson.D{{Key: "$gt", Value: now.latest()}}}},
+		)).SetUpdate(update)
 	}
 	res, err := s.coll.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
 	if res == nil {
-		return 0, ctxFail(ctx, err)
+		return expire, 0, ctxFail(ctx, err)
 	}
-	return res.MatchedCount, ctxFail(ctx, err)
+	return expire, res.MatchedCount, ctxFail(ctx, err)
 }
 
 // releaseMany releases, in one round trip, the locks held with tokens.
-func (s *store) releaseMany(ctx context.Context, keys, tokens []string, now serverTime) error {
-	_, err := s.coll.UpdateMany(ctx, bson.D{
-		{Key: fieldKey, Value: bson.D{{Key: "$in", Value: keys}}},
-		{Key: fieldToken, Value: bson.D{{Key: "$in", Value: tokens}}},
-	}, bson.D{{Key: "$set", Value: bson.D{
-		{Key: fieldLocked, Value: false},
-		{Key: fieldOwner, Value: nil},
-		{Key: fieldCreated, Value: nil},
-		{Key: fieldExpire, Value: nil},
-		{Key: fieldReleased, Value: now.at},
-	}}})
+func (s *store) releaseMany(ctx context.Context, keys, tokens []string) error {
+	filter := append(guarded("", bson.D{{Key: fieldToken, Value: bson.D{{Key: "$in", Value: tokens}}}}),
+		bson.E{})
+	filter[0] = bson.E{Key: fieldKey, Value: bson.D{{Key: "$in", Value: keys}}}
+	filter = filter[:len(filter)-1]
+	_, err := s.coll.UpdateMany(ctx, filter, releasedShape())
 	return ctxFail(ctx, err)
 }
 
@@ -208,35 +252,86 @@ func (s *store) findMany(ctx context.Context, keys []string) (map[string]*lockDo
 	return out, ctxFail(ctx, cur.Err())
 }
 
-// purge deletes lock documents idle since before cutoff (server time):
-// released before it (or released by the Python package, which records no
-// time), or expired before it. It returns how many it deleted.
-func (s *store) purge(ctx context.Context, cutoff time.Time) (int64, error) {
-	res, err := s.coll.DeleteMany(ctx, bson.D{{Key: "$or", Value: bson.A{
-		bson.D{{Key: fieldLocked, Value: false}, {Key: fieldReleased, Value: bson.D{{Key: "$lt", Value: cutoff}}}},
-		bson.D{{Key: fieldLocked, Value: false}, {Key: fieldReleased, Value: nil}},
-		bson.D{{Key: fieldLocked, Value: true}, {Key: fieldExpire, Value: bson.D{{Key: "$lt", Value: cutoff}}}},
-	}}})
+// markSeen stamps, with the server's time, the documents that carry none of
+// this package's time stamps (written by the Python package, or by an
+// earlier version of this package), so that a later purge can tell how long
+// they have been idle since.
+func (s *store) markSeen(ctx context.Context) error {
+	_, err := s.coll.UpdateMany(ctx, bson.D{{Key: "$and", Value: append(bson.A{
+		bson.D{{Key: fieldAcquired, Value: nil}},
+		bson.D{{Key: fieldReleased, Value: nil}},
+		bson.D{{Key: fieldSeen, Value: nil}},
+	}, shapeGuard...)}}, bson.D{{Key: "$currentDate", Value: bson.D{{Key: fieldSeen, Value: true}}}})
+	return ctxFail(ctx, err)
+}
+
+// purge deletes the lock documents of the right shape that are idle since
+// before cutoff and whose every time stamp (acquired, released, seen: all
+// server times) is before stampCutoff, and that have at least one. Idle:
+// released, or held with an expiry before cutoff. It returns how many it
+// deleted.
+func (s *store) purge(ctx context.Context, cutoff, stampCutoff time.Time) (int64, error) {
+	before := func(field string) bson.D {
+		return nullOr(field, bson.D{{Key: "$lt", Value: stampCutoff}})
+	}
+	conds := append(bson.A{
+		bson.D{{Key: "$or", Value: bson.A{
+			bson.D{{Key: fieldLocked, Value: false}},
+			bson.D{{Key: fieldExpire, Value: bson.D{{Key: "$lt", Value: cutoff}}}},
+		}}},
+		before(fieldAcquired), before(fieldReleased), before(fieldSeen),
+		bson.D{{Key: "$or", Value: bson.A{
+			bson.D{{Key: fieldAcquired, Value: bson.D{{Key: "$type", Value: "date"}}}},
+			bson.D{{Key: fieldReleased, Value: bson.D{{Key: "$type", Value: "date"}}}},
+			bson.D{{Key: fieldSeen, Value: bson.D{{Key: "$type", Value: "date"}}}},
+		}}},
+	}, shapeGuard...)
+	res, err := s.coll.DeleteMany(ctx, bson.D{{Key: "$and", Value: conds}})
 	if err != nil {
 		return 0, ctxFail(ctx, err)
 	}
 	return res.DeletedCount, nil
 }
 
-// renew moves the expiry of a lock that is held and not yet expired at the
-// server-time estimate now to now+expire. It reports whether it matched.
-func (s *store) renew(ctx context.Context, key string, h holder, now serverTime, expire time.Duration) (bool, error) {
-	live := bson.D{{Key: "$or", Value: bson.A{
-		bson.D{{Key: fieldExpire, Value: nil}},
-		bson.D{{Key: fieldExpire, Value: bson.D{{Key: "$gt", Value: now.at}}}},
-	}}}
+// renewLease extends a lease's lock, held with token and surely not
+// expired at now, to expire at least d after now, and returns the expiry
+// it wrote. The expiry only ever grows ($max): renewals can be applied by
+// the server in another order than their replies arrive (a slow one, or
+// one resent after a lost reply, lands after a later one), and the lease
+// trusts every renewal it hears of, so none may shorten what another
+// wrote. A lock that never expired gets an expiry (null sorts below
+// dates). It reports whether a document matched.
+func (s *store) renewLease(ctx context.Context, key, token string, now serverTime, d time.Duration) (time.Time, bool, error) {
+	expire := storedTime(now.at.Add(d))
 	res, err := s.coll.UpdateOne(ctx,
-		guarded(key, h.cond(), bson.D{{Key: fieldLocked, Value: true}}, live),
-		bson.D{{Key: "$set", Value: bson.D{{Key: fieldExpire, Value: now.at.Add(expire)}}}})
+		guarded(key, bson.D{{Key: fieldToken, Value: token}}, bson.D{{Key: fieldLocked, Value: true}}, liveAt(now)),
+		bson.D{{Key: "$max", Value: bson.D{{Key: fieldExpire, Value: expire}}}})
+	if err != nil {
+		return expire, false, ctxFail(ctx, err)
+	}
+	return expire, res.MatchedCount == 1, nil
+}
+
+// touch sets the expiry of the lock matched by h, held and surely not
+// expired at now, to now+d (the Python package's touch: it may shorten
+// it). It reports whether a document matched.
+func (s *store) touch(ctx context.Context, key string, h holder, now serverTime, d time.Duration) (bool, error) {
+	res, err := s.coll.UpdateOne(ctx,
+		guarded(key, h.cond(), bson.D{{Key: fieldLocked, Value: true}}, liveAt(now)),
+		bson.D{{Key: "$set", Value: bson.D{{Key: fieldExpire, Value: storedTime(now.at.Add(d))}}}})
 	if err != nil {
 		return false, ctxFail(ctx, err)
 	}
 	return res.MatchedCount == 1, nil
+}
+
+// liveAt matches a lock that never expires or surely has not expired at
+// now: its expiry is after the latest the server's clock can read.
+func liveAt(now serverTime) bson.D {
+	return bson.D{{Key: "$or", Value: bson.A{
+		bson.D{{Key: fieldExpire, Value: nil}},
+		bson.D{{Key: fieldExpire, Value: bson.D{{Key: "$gt", Value: now.latest()}}}},
+	}}}
 }
 
 // find reads the lock document for key; ErrNotFound if there is none.
@@ -272,11 +367,60 @@ func (s *store) serverLocalTime(ctx context.Context) (time.Time, error) {
 // acquisition; callers turn it into false or a *LockedError.
 var errHeld = errors.New("held")
 
+// unknownOutcomeCodes are the server error codes after which a write may or
+// may not have been applied (or may yet be, or may be rolled back): the
+// node stepped down, shut down or was interrupted, or the network failed
+// between the nodes.
+var unknownOutcomeCodes = []int{
+	6,     // HostUnreachable
+	7,     // HostNotFound
+	50,    // MaxTimeMSExpired
+	64,    // WriteConcernFailed
+	89,    // NetworkTimeout
+	91,    // ShutdownInProgress
+	189,   // PrimarySteppedDown
+	262,   // ExceededTimeLimit
+	9001,  // SocketException
+	10107, // NotWritablePrimary
+	11600, // InterruptedAtShutdown
+	11601, // Interrupted
+	11602, // InterruptedDueToReplStateChange
+	13435, // NotPrimaryNoSecondaryOk
+	13436, // NotPrimaryOrSecondary
+}
+
 // outcomeUnknown reports whether a failed operation may nevertheless have
-// been applied by the server (a network error or a timeout), so that the
-// caller must retry with the same token rather than give up.
+// been applied by the server, so that the caller must resend it with the
+// same token (and give the lock back if it cannot confirm it) rather than
+// treat it as not done: a network error, a timeout or cancellation, a
+// write concern error (the primary applied the write; it may not survive),
+// an error labelled retryable, or one of unknownOutcomeCodes.
 func outcomeUnknown(err error) bool {
-	return mongo.IsNetworkError(err) || mongo.IsTimeout(err) || errors.Is(err, context.DeadlineExceeded)
+	if err == nil {
+		return false
+	}
+	if mongo.IsNetworkError(err) || mongo.IsTimeout(err) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return true
+	}
+	if we := (mongo.WriteException{}); errors.As(err, &we) && we.WriteConcernError != nil {
+		return true
+	}
+	if bwe := (mongo.BulkWriteException{}); errors.As(err, &bwe) && bwe.WriteConcernError != nil {
+		return true
+	}
+	var se mongo.ServerError
+	if errors.As(err, &se) {
+		if se.HasErrorLabel("RetryableWriteError") {
+			return true
+		}
+		for _, code := range unknownOutcomeCodes {
+			if se.HasErrorCode(code) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // list reads the lock documents whose _id matches the regular expression
@@ -302,17 +446,12 @@ func (s *store) list(ctx context.Context, pattern string) ([]*lockDoc, error) {
 }
 
 // forceRelease writes the released shape whoever holds key (a document of
-// the wrong shape excepted) and returns the document as it was before. The
-// token is replaced, so the former holder can no longer renew or release.
-func (s *store) forceRelease(ctx context.Context, key string, now serverTime) (*lockDoc, error) {
-	raw, err := s.coll.FindOneAndUpdate(ctx, guarded(key), bson.D{{Key: "$set", Value: bson.D{
-		{Key: fieldLocked, Value: false},
-		{Key: fieldOwner, Value: nil},
-		{Key: fieldCreated, Value: nil},
-		{Key: fieldExpire, Value: nil},
-		{Key: fieldToken, Value: nil},
-		{Key: fieldReleased, Value: now.at},
-	}}}, options.FindOneAndUpdate().SetReturnDocument(options.Before)).Raw()
+// the wrong shape excepted: it is left as it is and reported) and returns
+// the document as it was before. The token is replaced, so the former
+// holder can no longer renew or release.
+func (s *store) forceRelease(ctx context.Context, key string) (*lockDoc, error) {
+	raw, err := s.coll.FindOneAndUpdate(ctx, guarded(key), releasedShape(bson.E{Key: fieldToken, Value: nil}),
+		options.FindOneAndUpdate().SetReturnDocument(options.Before)).Raw()
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		// Absent, or of the wrong shape: find tells which.
 		d, ferr := s.find(ctx, key)

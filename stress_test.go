@@ -844,7 +844,7 @@ func TestStressWorker(t *testing.T) {
 
 	opts := []Option{
 		WithDatabase(os.Getenv("STRESS_DB")), WithRetryInterval(20 * time.Millisecond),
-		withWallClock(func() time.Time { return time.Now().Add(skew) }),
+		withLocalClock(func() time.Time { return time.Now().Add(skew) }),
 	}
 	if os.Getenv("STRESS_BROKEN") == "true" {
 		opts = append(opts, withBrokenClientClockExpiry())
