@@ -39,6 +39,7 @@ type conn struct {
 type pendingReq struct {
 	serialized bool            // the request holds the turn until its reply is read
 	drop       bool            // discard the reply and close the connection
+	fail       *Failure        // replace the reply (the request was applied)
 	delay      time.Duration   // delay the reply
 	reset      <-chan struct{} // closed by ResetFaults: delay no more
 }
@@ -117,7 +118,7 @@ func (c *conn) pumpRequests() {
 }
 
 // forward applies the faults and the serialization to one request and
-// writes it upstream.
+// writes it upstream, or answers it with a failure.
 func (c *conn) forward(msg []byte, h header, req request) error {
 	p := c.p
 
@@ -144,13 +145,27 @@ func (c *conn) forward(msg []byte, h header, req request) error {
 		c.releaseTurn()
 	}
 
-	drop := p.forwarded(req)
+	failable := h.opCode == opMsg && !req.noReply && !req.opaque &&
+		opMsgFlags(msg)&msgExhaustAllowed == 0
+	ex := p.execute(req, failable)
+
+	if !ex.forward {
+		// Answered without the server: nothing to wait for.
+		c.releaseTurn()
+		p.failed.Add(1)
+		p.logger.Debug("wireproxy: failed request", "cmd", req.cmd, "code", ex.fail.Code)
+		reply := failureReply(ex.fail, p.replyID.Add(1), h.requestID, req.cmd)
+		c.send(outItem{msg: reply, at: deliverAt(d.reply), reset: reset})
+		return nil
+	}
+
 	holdUntilReply := serialize && !req.noReply
-	if holdUntilReply || drop || (d.reply > 0 && !req.noReply) {
+	if holdUntilReply || ex.drop || ex.fail != nil || (d.reply > 0 && !req.noReply) {
 		c.mu.Lock()
 		c.pending[h.requestID] = pendingReq{
 			serialized: holdUntilReply,
-			drop:       drop,
+			drop:       ex.drop,
+			fail:       ex.fail,
 			delay:      d.reply,
 			reset:      reset,
 		}
@@ -200,6 +215,16 @@ func (c *conn) pumpReplies() {
 			c.p.logger.Debug("wireproxy: dropped reply", "client", c.client.RemoteAddr().String())
 			c.send(outItem{close: true})
 			return
+		}
+
+		if pr.fail != nil {
+			failed, err := appliedFailureReply(pr.fail, msg, h)
+			if err != nil {
+				c.p.logger.Debug("wireproxy: reply kept, cannot add the failure", "error", err)
+			} else {
+				c.p.failed.Add(1)
+				msg = failed
+			}
 		}
 
 		c.send(outItem{msg: msg, at: deliverAt(pr.delay), reset: pr.reset})

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// rule is one pending DropReplies or DelayNext request: it applies
+// rule is one pending DropReplies, DelayNext or FailNext request: it applies
 // to the next remaining requests whose command name matches. Its fields but
 // remaining are not modified after the rule is added.
 type rule struct {
@@ -14,6 +14,7 @@ type rule struct {
 	match     func(cmd string) bool
 
 	request, reply time.Duration // DelayNext
+	failure        Failure       // FailNext
 }
 
 // newRule returns a rule for the next n requests that match (nil matches

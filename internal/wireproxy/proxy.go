@@ -5,8 +5,8 @@
 // looks into OP_MSG and legacy OP_QUERY requests far enough to learn the
 // command name. It can serialize commands proxy-wide (see
 // [Options.Serialize]) and inject faults: latency and per-command delays of
-// requests and replies, a pause, dropped connections and lost replies.
-// Faults affect only traffic through the proxy.
+// requests and replies, a pause, dropped connections, lost replies and
+// MongoDB error replies. Faults affect only traffic through the proxy.
 //
 // Replies reach each client in the order the server sent them; the proxy
 // writes them from a goroutine of their own so that a delayed reply holds up
@@ -71,6 +71,8 @@ type Proxy struct {
 
 	latency atomic.Int64 // time.Duration
 	dropped atomic.Int64
+	failed  atomic.Int64
+	replyID atomic.Int32 // request IDs of the replies the proxy makes up
 
 	mu        sync.Mutex
 	closed    bool
@@ -81,6 +83,7 @@ type Proxy struct {
 	delays    map[string]delays
 	delayNext []*rule
 	drops     []*rule
+	fails     []*rule
 	counts    map[string]int64
 }
 
@@ -243,9 +246,10 @@ func (p *Proxy) DropConnections() {
 // and discarded, and then its client connection (and the upstream one) is
 // closed, so the client sees a network error although the command was
 // applied. A nil match matches every command. Requests that expect no reply
-// are never matched. Calls accumulate: each adds a rule of its own. match is
-// called from the proxy's goroutines and must not call the proxy's methods.
-// n <= 0 does nothing.
+// are never matched, nor requests that a [Proxy.FailNext] rule matches.
+// Calls accumulate: each adds a rule of its own. match is called from the
+// proxy's goroutines and must not call the proxy's methods. n <= 0 does
+// nothing.
 //
 // Replies queued before a dropped one on the same connection (held back by
 // a reply delay) are delivered before the connection is closed.
@@ -270,10 +274,10 @@ func (p *Proxy) Dropped() int64 {
 
 // ResetFaults removes every fault: it removes the latency and the delays of
 // [Proxy.SetDelay], resumes a paused proxy, discards pending
-// [Proxy.DelayNext] and [Proxy.DropReplies] rules, and ends the delays
-// being waited out: delayed requests are forwarded and delayed replies
-// delivered at once. It does not close connections and does
-// not reset the counters (Counts, Dropped).
+// [Proxy.DelayNext], [Proxy.DropReplies] and [Proxy.FailNext] rules, and
+// ends the delays being waited out: delayed requests are forwarded and
+// delayed replies delivered at once. It does not close connections and does
+// not reset the counters (Counts, Dropped, Failed).
 func (p *Proxy) ResetFaults() {
 	p.SetLatency(0)
 	p.Resume()
@@ -284,6 +288,7 @@ func (p *Proxy) ResetFaults() {
 	clear(p.delays)
 	p.delayNext = nil
 	p.drops = nil
+	p.fails = nil
 	close(p.resetCh)
 	p.resetCh = make(chan struct{})
 }
@@ -410,12 +415,34 @@ func (p *Proxy) isPaused() bool {
 	return p.paused
 }
 
-// forwarded records that a request is about to be forwarded upstream and
-// reports whether its reply must be dropped.
-func (p *Proxy) forwarded(req request) (drop bool) {
-	p.mu.Lock()
-	p.counts[req.cmd]++
-	p.mu.Unlock()
+// execution is what the proxy does with a request it is about to forward.
+type execution struct {
+	fail    *Failure // reply with this failure (nil: no failure)
+	forward bool     // forward the request upstream
+	drop    bool     // discard the reply and close the connection
+}
 
-	return !req.noReply && p.takeRule(&p.drops, req.cmd) != nil
+// execute decides what happens to req, which has passed the pause and holds
+// the turn if it needs one, and counts it if it is forwarded. failable says
+// whether FailNext rules may match it.
+func (p *Proxy) execute(req request, failable bool) execution {
+	var ex execution
+	if failable {
+		if r := p.takeRule(&p.fails, req.cmd); r != nil {
+			ex.fail = &r.failure
+		}
+	}
+
+	ex.forward = ex.fail == nil || ex.fail.Applied
+	if ex.forward {
+		p.mu.Lock()
+		p.counts[req.cmd]++
+		p.mu.Unlock()
+	}
+
+	if ex.fail == nil && !req.noReply {
+		ex.drop = p.takeRule(&p.drops, req.cmd) != nil
+	}
+
+	return ex
 }
