@@ -76,3 +76,23 @@ func ExampleServer_Pause() {
 
 	_ = testPause
 }
+
+// Delays in one direction: the server's clock as seen through hello is
+// late (request delayed) or early (reply delayed) within the round trip,
+// and the reply to the next findAndModify arrives after those of the
+// findAndModify commands other clients run in the next 200 ms. Compiled but
+// not run.
+func ExampleServer_SetDelay() {
+	testDelays := func(t *testing.T) {
+		srv := mongolocktest.Start(t)
+
+		srv.SetDelay("hello", 300*time.Millisecond, 0) // every hello request
+		srv.SetDelay("hello", 0, 300*time.Millisecond) // replaces it: every hello reply
+		srv.SetDelay("hello", 0, 0)                    // removes it
+
+		srv.DelayNext(1, "findAndModify", 0, 200*time.Millisecond)
+		// ... run the code under test from several clients.
+	}
+
+	_ = testDelays
+}

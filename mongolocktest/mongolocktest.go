@@ -11,10 +11,20 @@
 // succeed. The proxy behind [Server.URI] forwards one command at a time,
 // which restores per-document atomicity; [Server.DirectURI] bypasses it.
 //
-// The proxy also injects faults: latency ([Server.SetLatency]), a pause
-// ([Server.Pause]), dropped connections ([Server.DropConnections]) and lost
-// replies to applied commands ([Server.DropReplies]), and it counts commands
-// ([Server.CommandCount]).
+// The proxy also injects faults, and counts commands ([Server.CommandCount]):
+//
+//   - latency ([Server.SetLatency]) and delays in one direction only, per
+//     command ([Server.SetDelay], [Server.DelayNext]): a delayed request
+//     reaches the server late, a delayed reply reaches the client late while
+//     other commands run, so that it can arrive after the effect (and the
+//     reply) of a later operation; delaying only the request or only the
+//     reply of hello pushes a client's estimate of the server's clock to one
+//     edge of its error bound;
+//   - a pause ([Server.Pause]) and dropped connections
+//     ([Server.DropConnections]);
+//   - lost replies to applied commands ([Server.DropReplies]).
+//
+// [Server.ResetFaults] removes them all.
 //
 // # Environment
 //
@@ -85,13 +95,13 @@ func WithLogger(logger *slog.Logger) Option {
 
 // Server is a test server started by [Start].
 //
-// Its fault methods (SetLatency, Pause, Resume, DropConnections,
-// DropReplies, DropNextReply, ResetFaults, CommandCount, ResetCommandCounts)
-// act on the proxy behind URI, so they affect every client of this Server
-// and nothing else. When there is no proxy (see [Server.CanInjectFaults])
-// they call Skip on the testing.TB given to Start, so they must then be
-// called from the goroutine running that test. The methods are safe for
-// concurrent use.
+// Its fault methods (SetLatency, SetDelay, DelayNext, Pause, Resume,
+// DropConnections, DropReplies, DropNextReply, ResetFaults, CommandCount,
+// ResetCommandCounts) act on the proxy behind URI, so they affect every
+// client of this Server and nothing else. When there is no proxy (see
+// [Server.CanInjectFaults]) they call Skip on the testing.TB given to Start,
+// so they must then be called from the goroutine running that test. The
+// methods are safe for concurrent use.
 type Server struct {
 	tb       testing.TB
 	uri      string
@@ -348,11 +358,52 @@ func (s *Server) faults() *wireproxy.Proxy {
 }
 
 // SetLatency delays each request by d before it is forwarded to the server
-// (zero removes the delay).
+// (zero removes the delay). It is a request delay for every command; see
+// [Server.SetDelay].
 func (s *Server) SetLatency(d time.Duration) {
 	s.tb.Helper()
 
 	s.faults().SetLatency(d)
+}
+
+// SetDelay delays every request for command cmd (compared without regard to
+// case; "" means every command) by request before it is forwarded to the
+// server, and its reply by reply before the client gets it. A later call
+// for the same cmd replaces the delays; zero for both removes them. Delays
+// add up: SetLatency, SetDelay(""), SetDelay(cmd) and a [Server.DelayNext].
+//
+// A delayed request holds up nothing else. A delayed reply is held back
+// after the command has been executed and the proxy has let the next
+// command through, so other clients' commands run meanwhile and the reply
+// can arrive after the effect and the reply of a later operation. Replies on
+// one connection keep their order.
+//
+// Delaying only the request of "hello" makes the server's localTime late
+// within the client's round trip, delaying only the reply makes it early:
+// a client that brackets localTime by its round trip then sees the
+// server's clock at one edge of its error bound. Delays apply to the
+// drivers' own hello commands as well (monitoring, and the handshake of new
+// connections when it is sent as "hello" rather than "isMaster"), whose
+// round-trip estimates grow accordingly.
+func (s *Server) SetDelay(cmd string, request, reply time.Duration) {
+	s.tb.Helper()
+
+	s.faults().SetDelay(cmd, request, reply)
+}
+
+// DelayNext delays the next n requests for command cmd (compared without
+// regard to case; "" means every command) by request, and their replies by
+// reply, in addition to the delays of [Server.SetDelay]. Requests are
+// matched as they reach the proxy; each uses up at most one DelayNext rule.
+// Rules from several calls accumulate.
+//
+// DelayNext(1, "findAndModify", 0, d) makes the reply to the next
+// findAndModify arrive after the replies to the findAndModify commands that
+// other clients send during d, although it was executed before them.
+func (s *Server) DelayNext(n int, cmd string, request, reply time.Duration) {
+	s.tb.Helper()
+
+	s.faults().DelayNext(n, matchCommand(cmd), request, reply)
 }
 
 // Pause holds every request sent from now on (the connections stay open)
@@ -404,8 +455,19 @@ func (s *Server) DropNextReply(cmd string) {
 	s.faults().DropReplies(1, func(c string) bool { return strings.EqualFold(c, cmd) })
 }
 
-// ResetFaults removes the latency, resumes a paused proxy and discards
-// pending DropReplies rules.
+// matchCommand returns a matcher for command name cmd, compared without
+// regard to case; "" matches every command.
+func matchCommand(cmd string) func(string) bool {
+	if cmd == "" {
+		return nil
+	}
+	return func(c string) bool { return strings.EqualFold(c, cmd) }
+}
+
+// ResetFaults removes every fault: the latency and the delays, a pause, and
+// the pending DelayNext and DropReplies rules. Delays being waited out end
+// at once: held requests go to the server, held replies to their clients.
+// It does not reset the command counts.
 func (s *Server) ResetFaults() {
 	s.tb.Helper()
 
