@@ -2,6 +2,7 @@ package mongolocktest_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -75,4 +76,59 @@ func ExampleServer_Pause() {
 	}
 
 	_ = testPause
+}
+
+// MongoDB's failure replies: the next update is applied but its reply
+// carries a writeConcernError; the next findAndModify is refused by a
+// "primary" that is no longer one. Compiled but not run.
+func ExampleServer_FailNext() {
+	testFailures := func(t *testing.T) {
+		srv := mongolocktest.Start(t)
+		coll := srv.Client(t).Database(srv.Database()).Collection("locks")
+		ctx := context.Background()
+
+		srv.FailNext(1, "update", mongolocktest.WriteConcernErrorApplied)
+		_, err := coll.UpdateOne(ctx,
+			bson.D{{Key: "_id", Value: "job"}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "owner", Value: "me"}}}},
+		)
+		var we mongo.WriteException
+		if !errors.As(err, &we) || we.WriteConcernError == nil {
+			t.Fatalf("want a write concern error, got %v", err)
+		}
+		// ... the update was applied nevertheless.
+
+		srv.FailNext(1, "findAndModify", mongolocktest.NotWritablePrimaryBefore)
+		err = coll.FindOneAndUpdate(ctx,
+			bson.D{{Key: "_id", Value: "job"}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "owner", Value: "me"}}}},
+		).Err()
+		var se mongo.ServerError
+		if !errors.As(err, &se) || !se.HasErrorCode(10107) {
+			t.Fatalf("want NotWritablePrimary, got %v", err)
+		}
+		// ... and this one was not.
+	}
+
+	_ = testFailures
+}
+
+// Delays in one direction: the server's clock as seen through hello is
+// late (request delayed) or early (reply delayed) within the round trip,
+// and the reply to the next findAndModify arrives after those of the
+// findAndModify commands other clients run in the next 200 ms. Compiled but
+// not run.
+func ExampleServer_SetDelay() {
+	testDelays := func(t *testing.T) {
+		srv := mongolocktest.Start(t)
+
+		srv.SetDelay("hello", 300*time.Millisecond, 0) // every hello request
+		srv.SetDelay("hello", 0, 300*time.Millisecond) // replaces it: every hello reply
+		srv.SetDelay("hello", 0, 0)                    // removes it
+
+		srv.DelayNext(1, "findAndModify", 0, 200*time.Millisecond)
+		// ... run the code under test from several clients.
+	}
+
+	_ = testDelays
 }

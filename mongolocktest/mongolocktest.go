@@ -11,10 +11,26 @@
 // succeed. The proxy behind [Server.URI] forwards one command at a time,
 // which restores per-document atomicity; [Server.DirectURI] bypasses it.
 //
-// The proxy also injects faults: latency ([Server.SetLatency]), a pause
-// ([Server.Pause]), dropped connections ([Server.DropConnections]) and lost
-// replies to applied commands ([Server.DropReplies]), and it counts commands
-// ([Server.CommandCount]).
+// The proxy also injects faults, and counts commands ([Server.CommandCount]):
+//
+//   - latency ([Server.SetLatency]) and delays in one direction only, per
+//     command ([Server.SetDelay], [Server.DelayNext]): a delayed request
+//     reaches the server late, a delayed reply reaches the client late while
+//     other commands run, so that it can arrive after the effect (and the
+//     reply) of a later operation; delaying only the request or only the
+//     reply of hello pushes a client's estimate of the server's clock to one
+//     edge of its error bound;
+//   - a pause ([Server.Pause]) and dropped connections
+//     ([Server.DropConnections]);
+//   - lost replies to applied commands ([Server.DropReplies]);
+//   - MongoDB's error replies ([Server.FailNext]): a writeConcernError on a
+//     write that was applied or not, and NotWritablePrimary,
+//     PrimarySteppedDown and InterruptedAtShutdown before or after the
+//     command is applied, as a replica set produces in an election or a
+//     shutdown (the ready-made [Failure] values say what the Go driver does
+//     with each).
+//
+// [Server.ResetFaults] removes them all.
 //
 // # Environment
 //
@@ -39,6 +55,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -85,13 +102,13 @@ func WithLogger(logger *slog.Logger) Option {
 
 // Server is a test server started by [Start].
 //
-// Its fault methods (SetLatency, Pause, Resume, DropConnections,
-// DropReplies, DropNextReply, ResetFaults, CommandCount, ResetCommandCounts)
-// act on the proxy behind URI, so they affect every client of this Server
-// and nothing else. When there is no proxy (see [Server.CanInjectFaults])
-// they call Skip on the testing.TB given to Start, so they must then be
-// called from the goroutine running that test. The methods are safe for
-// concurrent use.
+// Its fault methods (SetLatency, SetDelay, DelayNext, Pause, Resume,
+// DropConnections, DropReplies, DropNextReply, FailNext, InjectedFailures,
+// ResetFaults, CommandCount, ResetCommandCounts) act on the proxy behind
+// URI, so they affect every client of this Server and nothing else. When
+// there is no proxy (see [Server.CanInjectFaults]) they call Skip on the
+// testing.TB given to Start, so they must then be called from the goroutine
+// running that test. The methods are safe for concurrent use.
 type Server struct {
 	tb       testing.TB
 	uri      string
@@ -348,11 +365,52 @@ func (s *Server) faults() *wireproxy.Proxy {
 }
 
 // SetLatency delays each request by d before it is forwarded to the server
-// (zero removes the delay).
+// (zero removes the delay). It is a request delay for every command; see
+// [Server.SetDelay].
 func (s *Server) SetLatency(d time.Duration) {
 	s.tb.Helper()
 
 	s.faults().SetLatency(d)
+}
+
+// SetDelay delays every request for command cmd (compared without regard to
+// case; "" means every command) by request before it is forwarded to the
+// server, and its reply by reply before the client gets it. A later call
+// for the same cmd replaces the delays; zero for both removes them. Delays
+// add up: SetLatency, SetDelay(""), SetDelay(cmd) and a [Server.DelayNext].
+//
+// A delayed request holds up nothing else. A delayed reply is held back
+// after the command has been executed and the proxy has let the next
+// command through, so other clients' commands run meanwhile and the reply
+// can arrive after the effect and the reply of a later operation. Replies on
+// one connection keep their order.
+//
+// Delaying only the request of "hello" makes the server's localTime late
+// within the client's round trip, delaying only the reply makes it early:
+// a client that brackets localTime by its round trip then sees the
+// server's clock at one edge of its error bound. Delays apply to the
+// drivers' own hello commands as well (monitoring, and the handshake of new
+// connections when it is sent as "hello" rather than "isMaster"), whose
+// round-trip estimates grow accordingly.
+func (s *Server) SetDelay(cmd string, request, reply time.Duration) {
+	s.tb.Helper()
+
+	s.faults().SetDelay(cmd, request, reply)
+}
+
+// DelayNext delays the next n requests for command cmd (compared without
+// regard to case; "" means every command) by request, and their replies by
+// reply, in addition to the delays of [Server.SetDelay]. Requests are
+// matched as they reach the proxy; each uses up at most one DelayNext rule.
+// Rules from several calls accumulate.
+//
+// DelayNext(1, "findAndModify", 0, d) makes the reply to the next
+// findAndModify arrive after the replies to the findAndModify commands that
+// other clients send during d, although it was executed before them.
+func (s *Server) DelayNext(n int, cmd string, request, reply time.Duration) {
+	s.tb.Helper()
+
+	s.faults().DelayNext(n, matchCommand(cmd), request, reply)
 }
 
 // Pause holds every request sent from now on (the connections stay open)
@@ -404,8 +462,189 @@ func (s *Server) DropNextReply(cmd string) {
 	s.faults().DropReplies(1, func(c string) bool { return strings.EqualFold(c, cmd) })
 }
 
-// ResetFaults removes the latency, resumes a paused proxy and discards
-// pending DropReplies rules.
+// Failure is an error reply that [Server.FailNext] sends instead of the
+// server's. Use the ready-made values (WriteConcernErrorApplied,
+// NotWritablePrimaryBefore, ...), or describe another error.
+//
+// With WriteConcern false, the reply is a command error {ok: 0, errmsg,
+// code, codeName}; the Go driver returns it as a [mongo.CommandError]
+// (use [mongo.ServerError]'s HasErrorCode). With WriteConcern true, it is
+// {ok: 1, ..., writeConcernError: {code, codeName, errmsg}}; the driver
+// returns a [mongo.WriteException] whose WriteConcernError is set. For code
+// 64 (WriteConcernFailed) the writeConcernError has errInfo: {wtimeout:
+// true}, as when a write concern's wtimeout expires. Labels, if any, are the
+// reply's errorLabels.
+type Failure struct {
+	// Code and CodeName are the error's code and name.
+	Code     int32
+	CodeName string
+
+	// Message is the error message (errmsg). Empty means
+	// "<CodeName> (injected by wireproxy)".
+	Message string
+
+	// WriteConcern makes the reply {ok: 1} with a writeConcernError, rather
+	// than an {ok: 0} command error.
+	WriteConcern bool
+
+	// Applied sends the command to the server first: it is executed, and
+	// then the client gets the failure. With WriteConcern, the server's
+	// reply is kept and the writeConcernError added; otherwise the server's
+	// reply is discarded.
+	//
+	// Without Applied the command does not reach the server. With
+	// WriteConcern the reply then says nothing was written: n: 0 (and
+	// nModified: 0 for update); for findAndModify, value: null and
+	// lastErrorObject: {n: 0, updatedExisting: false}.
+	Applied bool
+
+	// Labels are the reply's errorLabels. A replica set member labels
+	// errors of retryable writes "RetryableWriteError".
+	Labels []string
+}
+
+// WithLabels returns a copy of f whose errorLabels are labels, e.g.
+// NotWritablePrimaryBefore.WithLabels("RetryableWriteError").
+func (f Failure) WithLabels(labels ...string) Failure {
+	f.Labels = slices.Clone(labels)
+	return f
+}
+
+// Ready-made failures for [Server.FailNext]. "Before" fails the command
+// without executing it, "After" executes it and then fails it. What the Go
+// driver (v2.10) does with each, observed against the embedded FerretDB,
+// which presents itself as a standalone server:
+//
+//   - It never retries a write on a standalone server, whatever the error
+//     and its labels (retryable writes need a replica set): the error
+//     reaches the caller, and a "Before" write is simply not done.
+//   - It retries reads (find, aggregate, ...) on all of these but the write
+//     concern errors, even on a standalone server: once when the context
+//     has no deadline, and as often as the deadline allows when it has one.
+//     Each retry goes through the proxy, so fail as many requests as needed.
+//   - WriteConcernErrorApplied, WriteConcernErrorNotApplied: a
+//     [mongo.WriteException] whose WriteConcernError has code 64 (and
+//     Details {wtimeout: true}), without write errors; FindOneAndUpdate and
+//     its kin return it without a document. The driver's view of the server
+//     does not change.
+//   - NotWritablePrimaryBefore, NotWritablePrimaryAfter (code 10107),
+//     PrimarySteppedDownBefore, PrimarySteppedDownAfter (189): a
+//     [mongo.CommandError] with that code, name and message. The driver
+//     marks the server Unknown and asks for a new check, which it makes at
+//     most once per 500 ms: the next operation waits for it (about half a
+//     second). Its connection pool is kept.
+//   - InterruptedAtShutdownBefore, InterruptedAtShutdownAfter (11600): the
+//     same, and the driver also clears its connection pool, so the next
+//     operation runs on a new connection.
+//
+// Against a replica set (MONGOLOCK_TEST_URI), a write the driver retries
+// goes through the proxy again; see [Server.FailNext].
+//
+// The values carry no errorLabels; see [Failure.WithLabels]. FailNext copies
+// its argument.
+var (
+	// WriteConcernErrorApplied executes the write, then adds to the
+	// server's reply a writeConcernError "waiting for replication timed
+	// out" (code 64, errInfo {wtimeout: true}): the write was done, but not
+	// confirmed as replicated.
+	WriteConcernErrorApplied = Failure{
+		Code: 64, CodeName: "WriteConcernFailed", Message: "waiting for replication timed out",
+		WriteConcern: true, Applied: true,
+	}
+
+	// WriteConcernErrorNotApplied replies {ok: 1} with zero counts and the
+	// same writeConcernError without executing the write, as when a write
+	// that timed out waiting for replication is then rolled back.
+	WriteConcernErrorNotApplied = Failure{
+		Code: 64, CodeName: "WriteConcernFailed", Message: "waiting for replication timed out",
+		WriteConcern: true,
+	}
+
+	// NotWritablePrimaryBefore refuses the command with NotWritablePrimary
+	// (10107) without executing it: the server is no longer primary.
+	NotWritablePrimaryBefore = Failure{Code: 10107, CodeName: "NotWritablePrimary", Message: "not primary"}
+
+	// NotWritablePrimaryAfter executes the command, then fails it with
+	// NotWritablePrimary (10107).
+	NotWritablePrimaryAfter = Failure{
+		Code: 10107, CodeName: "NotWritablePrimary", Message: "not primary", Applied: true,
+	}
+
+	// PrimarySteppedDownBefore fails the command with PrimarySteppedDown
+	// (189) without executing it.
+	PrimarySteppedDownBefore = Failure{
+		Code: 189, CodeName: "PrimarySteppedDown", Message: "primary stepped down",
+	}
+
+	// PrimarySteppedDownAfter executes the command, then fails it with
+	// PrimarySteppedDown (189), as when the primary steps down while the
+	// command waits for its write concern.
+	PrimarySteppedDownAfter = Failure{
+		Code: 189, CodeName: "PrimarySteppedDown", Message: "primary stepped down", Applied: true,
+	}
+
+	// InterruptedAtShutdownBefore fails the command with
+	// InterruptedAtShutdown (11600) without executing it.
+	InterruptedAtShutdownBefore = Failure{
+		Code: 11600, CodeName: "InterruptedAtShutdown", Message: "interrupted at shutdown",
+	}
+
+	// InterruptedAtShutdownAfter executes the command, then fails it with
+	// InterruptedAtShutdown (11600).
+	InterruptedAtShutdownAfter = Failure{
+		Code: 11600, CodeName: "InterruptedAtShutdown", Message: "interrupted at shutdown", Applied: true,
+	}
+)
+
+// FailNext makes the next n requests for command cmd (compared without
+// regard to case, e.g. "update", "findAndModify", "delete", "insert"; ""
+// means every command, the drivers' hello included) fail with f instead of
+// getting the server's reply; see [Failure] and the ready-made values for
+// what the driver does. Requests are matched in the order the proxy lets
+// them through to the server; each uses up at most one FailNext or
+// DropReplies rule, FailNext first. Rules from several calls accumulate.
+// Commands that are not executed (without f.Applied) are not counted by
+// [Server.CommandCount]; [Server.InjectedFailures] counts the failures.
+//
+// Against a replica set (MONGOLOCK_TEST_URI) of MongoDB 4.4 or later, the
+// driver retries a write that fails with the label "RetryableWriteError"
+// (which f must then carry: see [Failure.WithLabels]): once when the
+// context has no deadline, as often as the deadline allows when it has one. Reads are retried the same way,
+// even on a standalone server, with or without labels.
+func (s *Server) FailNext(n int, cmd string, f Failure) {
+	s.tb.Helper()
+
+	s.faults().FailNext(n, matchCommand(cmd), wireproxy.Failure{
+		Code:         f.Code,
+		CodeName:     f.CodeName,
+		Message:      f.Message,
+		WriteConcern: f.WriteConcern,
+		Applied:      f.Applied,
+		Labels:       slices.Clone(f.Labels),
+	})
+}
+
+// InjectedFailures returns how many replies [Server.FailNext] has replaced
+// since Start.
+func (s *Server) InjectedFailures() int64 {
+	s.tb.Helper()
+
+	return s.faults().Failed()
+}
+
+// matchCommand returns a matcher for command name cmd, compared without
+// regard to case; "" matches every command.
+func matchCommand(cmd string) func(string) bool {
+	if cmd == "" {
+		return nil
+	}
+	return func(c string) bool { return strings.EqualFold(c, cmd) }
+}
+
+// ResetFaults removes every fault: the latency and the delays, a pause, and
+// the pending DelayNext, DropReplies and FailNext rules. Delays being waited
+// out end at once: held requests go to the server, held replies to their
+// clients. It does not reset the command counts nor InjectedFailures.
 func (s *Server) ResetFaults() {
 	s.tb.Helper()
 

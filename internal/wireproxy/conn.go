@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 )
 
 // errConnClosed is returned by waits interrupted by a closed connection.
@@ -24,16 +25,33 @@ type conn struct {
 	done      chan struct{} // closed by close
 	closeOnce sync.Once
 
+	// outWake is signalled (capacity 1) when an item is added to out.
+	outWake chan struct{}
+
 	mu      sync.Mutex
 	closed  bool
 	holding bool                 // this connection holds p.turn
 	pending map[int32]pendingReq // tracked requests by request ID
+	out     []outItem            // what pumpOut still has to do, in order
 }
 
 // pendingReq is what the reply pump must do with the reply to a request.
 type pendingReq struct {
-	serialized bool // the request holds the turn until its reply is read
-	drop       bool // discard the reply and close the connection
+	serialized bool            // the request holds the turn until its reply is read
+	drop       bool            // discard the reply and close the connection
+	fail       *Failure        // replace the reply (the request was applied)
+	delay      time.Duration   // delay the reply
+	reset      <-chan struct{} // closed by ResetFaults: delay no more
+}
+
+// outItem is one thing to do on the client side, in order: write msg to
+// the client, not before at (zero: at once) unless reset is closed first,
+// or close the connection.
+type outItem struct {
+	msg   []byte
+	at    time.Time
+	reset <-chan struct{}
+	close bool
 }
 
 // newConn returns a conn for the client connection nc and upstream up.
@@ -43,6 +61,7 @@ func newConn(p *Proxy, nc, up net.Conn) *conn {
 		client:   nc,
 		upstream: up,
 		done:     make(chan struct{}),
+		outWake:  make(chan struct{}, 1),
 		pending:  make(map[int32]pendingReq),
 	}
 }
@@ -51,12 +70,8 @@ func newConn(p *Proxy, nc, up net.Conn) *conn {
 // connection is closed, then closes both sides and waits for its pumps.
 func (c *conn) run() {
 	var wg sync.WaitGroup
-
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c.pumpReplies()
-	}()
+	wg.Go(c.pumpReplies)
+	wg.Go(c.pumpOut)
 
 	c.pumpRequests()
 	wg.Wait()
@@ -103,11 +118,12 @@ func (c *conn) pumpRequests() {
 }
 
 // forward applies the faults and the serialization to one request and
-// writes it upstream.
+// writes it upstream, or answers it with a failure.
 func (c *conn) forward(msg []byte, h header, req request) error {
 	p := c.p
 
-	if err := p.sleepLatency(c.done); err != nil {
+	d, reset := p.delaysFor(req)
+	if err := p.sleep(d.request, reset, c.done); err != nil {
 		return err
 	}
 
@@ -129,11 +145,30 @@ func (c *conn) forward(msg []byte, h header, req request) error {
 		c.releaseTurn()
 	}
 
-	drop := p.forwarded(req)
+	failable := h.opCode == opMsg && !req.noReply && !req.opaque &&
+		opMsgFlags(msg)&msgExhaustAllowed == 0
+	ex := p.execute(req, failable)
+
+	if !ex.forward {
+		// Answered without the server: nothing to wait for.
+		c.releaseTurn()
+		p.failed.Add(1)
+		p.logger.Debug("wireproxy: failed request", "cmd", req.cmd, "code", ex.fail.Code)
+		reply := failureReply(ex.fail, p.replyID.Add(1), h.requestID, req.cmd)
+		c.send(outItem{msg: reply, at: deliverAt(d.reply), reset: reset})
+		return nil
+	}
+
 	holdUntilReply := serialize && !req.noReply
-	if holdUntilReply || drop {
+	if holdUntilReply || ex.drop || ex.fail != nil || (d.reply > 0 && !req.noReply) {
 		c.mu.Lock()
-		c.pending[h.requestID] = pendingReq{serialized: holdUntilReply, drop: drop}
+		c.pending[h.requestID] = pendingReq{
+			serialized: holdUntilReply,
+			drop:       ex.drop,
+			fail:       ex.fail,
+			delay:      d.reply,
+			reset:      reset,
+		}
 		c.mu.Unlock()
 	}
 
@@ -148,20 +183,20 @@ func (c *conn) forward(msg []byte, h header, req request) error {
 	return nil
 }
 
-// pumpReplies reads replies from upstream and writes them to the client.
+// pumpReplies reads replies from upstream and queues them for the client.
+// When upstream fails, or a reply is dropped, it queues the closing of the
+// connection, so that replies queued before are delivered first.
 func (c *conn) pumpReplies() {
-	defer c.close()
-
 	r := bufio.NewReaderSize(c.upstream, readBufferSize)
-	var buf []byte
 
 	for {
-		msg, h, err := readMessage(r, buf)
+		// A fresh buffer: the message may wait in c.out.
+		msg, h, err := readMessage(r, nil)
 		if err != nil {
 			c.logEnd("upstream", err)
+			c.send(outItem{close: true})
 			return
 		}
-		buf = msg
 
 		c.mu.Lock()
 		pr, tracked := c.pending[h.responseTo]
@@ -178,11 +213,82 @@ func (c *conn) pumpReplies() {
 		if pr.drop {
 			c.p.dropped.Add(1)
 			c.p.logger.Debug("wireproxy: dropped reply", "client", c.client.RemoteAddr().String())
+			c.send(outItem{close: true})
 			return
 		}
 
-		if _, err := c.client.Write(msg); err != nil {
+		if pr.fail != nil {
+			failed, err := appliedFailureReply(pr.fail, msg, h)
+			if err != nil {
+				c.p.logger.Debug("wireproxy: reply kept, cannot add the failure", "error", err)
+			} else {
+				c.p.failed.Add(1)
+				msg = failed
+			}
+		}
+
+		c.send(outItem{msg: msg, at: deliverAt(pr.delay), reset: pr.reset})
+	}
+}
+
+// deliverAt returns when a reply delayed by d from now is due (zero: now).
+func deliverAt(d time.Duration) time.Time {
+	if d <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(d)
+}
+
+// send queues it for pumpOut.
+func (c *conn) send(it outItem) {
+	c.mu.Lock()
+	c.out = append(c.out, it)
+	c.mu.Unlock()
+
+	select {
+	case c.outWake <- struct{}{}:
+	default: // already signalled
+	}
+}
+
+// pumpOut writes queued replies to the client in order, each not before
+// it is due, until the connection is closed or a close item is reached.
+func (c *conn) pumpOut() {
+	for {
+		c.mu.Lock()
+		n := len(c.out)
+		var it outItem
+		if n > 0 {
+			it = c.out[0]
+			copy(c.out, c.out[1:])
+			c.out[n-1] = outItem{}
+			c.out = c.out[:n-1]
+		}
+		c.mu.Unlock()
+
+		if n == 0 {
+			select {
+			case <-c.outWake:
+				continue
+			case <-c.done:
+				return
+			}
+		}
+
+		if !it.at.IsZero() {
+			if err := c.p.sleep(time.Until(it.at), it.reset, c.done); err != nil {
+				return
+			}
+		}
+
+		if it.close {
+			c.close()
+			return
+		}
+
+		if _, err := c.client.Write(it.msg); err != nil {
 			c.logEnd("write reply", err)
+			c.close()
 			return
 		}
 	}

@@ -291,3 +291,26 @@ func isBlockingCommand(cmd string, doc bsoncore.Document) bool {
 		return false
 	}
 }
+
+// newOpMsg returns an OP_MSG message with flags 0 and the body section doc.
+func newOpMsg(requestID, responseTo int32, doc bsoncore.Document) []byte {
+	msg := make([]byte, headerLen, headerLen+5+len(doc))
+	msg = binary.LittleEndian.AppendUint32(msg, 0) // flagBits
+	msg = append(msg, 0)                           // section kind 0
+	msg = append(msg, doc...)
+
+	binary.LittleEndian.PutUint32(msg[0:4], uint32(len(msg)))
+	binary.LittleEndian.PutUint32(msg[4:8], uint32(requestID))
+	binary.LittleEndian.PutUint32(msg[8:12], uint32(responseTo))
+	binary.LittleEndian.PutUint32(msg[12:16], uint32(opMsg))
+
+	return msg
+}
+
+// opMsgFlags returns the flag bits of a whole OP_MSG message, or 0.
+func opMsgFlags(msg []byte) uint32 {
+	if len(msg) < headerLen+4 {
+		return 0
+	}
+	return binary.LittleEndian.Uint32(msg[headerLen : headerLen+4])
+}

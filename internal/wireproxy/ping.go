@@ -3,7 +3,6 @@ package wireproxy
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -44,13 +43,7 @@ func Ping(ctx context.Context, addr string) error {
 		AppendString("$db", "admin").
 		Build()
 
-	msg := make([]byte, headerLen, headerLen+5+len(doc))
-	msg = binary.LittleEndian.AppendUint32(msg, 0) // flagBits
-	msg = append(msg, 0)                           // section kind 0
-	msg = append(msg, doc...)
-	binary.LittleEndian.PutUint32(msg[0:4], uint32(len(msg)))
-	binary.LittleEndian.PutUint32(msg[4:8], requestID)
-	binary.LittleEndian.PutUint32(msg[12:16], uint32(opMsg))
+	msg := newOpMsg(requestID, 0, doc)
 
 	if _, err := nc.Write(msg); err != nil {
 		return fmt.Errorf("wireproxy: ping %s: %w", addr, pingErr(ctx, err))

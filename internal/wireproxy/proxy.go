@@ -4,9 +4,13 @@
 // each. It frames messages by their 4-byte little-endian length prefix and
 // looks into OP_MSG and legacy OP_QUERY requests far enough to learn the
 // command name. It can serialize commands proxy-wide (see
-// [Options.Serialize]) and inject faults: latency, a pause, dropped
-// connections and lost replies. Faults affect only traffic through the
-// proxy.
+// [Options.Serialize]) and inject faults: latency and per-command delays of
+// requests and replies, a pause, dropped connections, lost replies and
+// MongoDB error replies. Faults affect only traffic through the proxy.
+//
+// Replies reach each client in the order the server sent them; the proxy
+// writes them from a goroutine of their own so that a delayed reply holds up
+// only the replies behind it on the same connection.
 //
 // Compressed messages (OP_COMPRESSED) are forwarded as they are, with an
 // empty command name and without serialization; the embedded test server
@@ -67,20 +71,20 @@ type Proxy struct {
 
 	latency atomic.Int64 // time.Duration
 	dropped atomic.Int64
+	failed  atomic.Int64
+	replyID atomic.Int32 // request IDs of the replies the proxy makes up
 
-	mu       sync.Mutex
-	closed   bool
-	conns    map[*conn]struct{}
-	paused   bool
-	resumeCh chan struct{} // closed by Resume; valid while paused
-	drops    []*dropRule
-	counts   map[string]int64
-}
-
-// dropRule is one pending DropReplies request.
-type dropRule struct {
-	remaining atomic.Int64
-	match     func(cmd string) bool
+	mu        sync.Mutex
+	closed    bool
+	conns     map[*conn]struct{}
+	paused    bool
+	resumeCh  chan struct{} // closed by Resume; valid while paused
+	resetCh   chan struct{} // closed and replaced by ResetFaults
+	delays    map[string]delays
+	delayNext []*rule
+	drops     []*rule
+	fails     []*rule
+	counts    map[string]int64
 }
 
 // New starts a proxy that forwards connections to upstream ("host:port").
@@ -120,6 +124,8 @@ func New(upstream string, opts Options) (*Proxy, error) {
 		cancel:   cancel,
 		turn:     make(chan struct{}, 1),
 		conns:    make(map[*conn]struct{}),
+		resetCh:  make(chan struct{}),
+		delays:   make(map[string]delays),
 		counts:   make(map[string]int64),
 	}
 
@@ -175,7 +181,8 @@ func (p *Proxy) Close() error {
 // SetLatency adds d of delay before each request is forwarded upstream.
 // Zero or a negative d removes the delay. The delay is applied before a
 // request waits for the serialization turn, so delayed requests do not hold
-// up others.
+// up others. It adds up with the delays of [Proxy.SetDelay] and
+// [Proxy.DelayNext].
 func (p *Proxy) SetLatency(d time.Duration) {
 	p.latency.Store(int64(max(d, 0)))
 }
@@ -239,19 +246,19 @@ func (p *Proxy) DropConnections() {
 // and discarded, and then its client connection (and the upstream one) is
 // closed, so the client sees a network error although the command was
 // applied. A nil match matches every command. Requests that expect no reply
-// are never matched. Calls accumulate: each adds a rule of its own. match is
-// called from the proxy's goroutines and must not call the proxy's methods.
-// n <= 0 does nothing.
+// are never matched, nor requests that a [Proxy.FailNext] rule matches.
+// Calls accumulate: each adds a rule of its own. match is called from the
+// proxy's goroutines and must not call the proxy's methods. n <= 0 does
+// nothing.
+//
+// Replies queued before a dropped one on the same connection (held back by
+// a reply delay) are delivered before the connection is closed.
 func (p *Proxy) DropReplies(n int, match func(cmd string) bool) {
 	if n <= 0 {
 		return
 	}
-	if match == nil {
-		match = func(string) bool { return true }
-	}
 
-	r := &dropRule{match: match}
-	r.remaining.Store(int64(n))
+	r := newRule(n, match)
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -265,8 +272,12 @@ func (p *Proxy) Dropped() int64 {
 	return p.dropped.Load()
 }
 
-// ResetFaults removes the latency, resumes a paused proxy and discards pending
-// [Proxy.DropReplies] rules. It does not close connections.
+// ResetFaults removes every fault: it removes the latency and the delays of
+// [Proxy.SetDelay], resumes a paused proxy, discards pending
+// [Proxy.DelayNext], [Proxy.DropReplies] and [Proxy.FailNext] rules, and
+// ends the delays being waited out: delayed requests are forwarded and
+// delayed replies delivered at once. It does not close connections and does
+// not reset the counters (Counts, Dropped, Failed).
 func (p *Proxy) ResetFaults() {
 	p.SetLatency(0)
 	p.Resume()
@@ -274,7 +285,12 @@ func (p *Proxy) ResetFaults() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 
+	clear(p.delays)
+	p.delayNext = nil
 	p.drops = nil
+	p.fails = nil
+	close(p.resetCh)
+	p.resetCh = make(chan struct{})
 }
 
 // Counts returns how many requests have been forwarded upstream, by command
@@ -399,61 +415,34 @@ func (p *Proxy) isPaused() bool {
 	return p.paused
 }
 
-// sleepLatency waits for the configured latency.
-func (p *Proxy) sleepLatency(done <-chan struct{}) error {
-	d := p.Latency()
-	if d <= 0 {
-		return nil
-	}
-
-	t := time.NewTimer(d)
-	defer t.Stop()
-
-	select {
-	case <-t.C:
-		return nil
-	case <-done:
-		return errConnClosed
-	case <-p.ctx.Done():
-		return errProxyClosed
-	}
+// execution is what the proxy does with a request it is about to forward.
+type execution struct {
+	fail    *Failure // reply with this failure (nil: no failure)
+	forward bool     // forward the request upstream
+	drop    bool     // discard the reply and close the connection
 }
 
-// forwarded records that a request is about to be forwarded upstream and
-// reports whether its reply must be dropped.
-func (p *Proxy) forwarded(req request) (drop bool) {
-	p.mu.Lock()
-	p.counts[req.cmd]++
-	var rules []*dropRule
-	if !req.noReply && len(p.drops) > 0 {
-		rules = make([]*dropRule, 0, len(p.drops))
-		kept := p.drops[:0]
-		for _, r := range p.drops {
-			if r.remaining.Load() > 0 {
-				rules = append(rules, r)
-				kept = append(kept, r)
-			}
-		}
-		clear(p.drops[len(kept):])
-		p.drops = kept
-	}
-	p.mu.Unlock()
-
-	// Call the user's match functions without holding the lock.
-	for _, r := range rules {
-		if !r.match(req.cmd) {
-			continue
-		}
-		for {
-			n := r.remaining.Load()
-			if n <= 0 {
-				break
-			}
-			if r.remaining.CompareAndSwap(n, n-1) {
-				return true
-			}
+// execute decides what happens to req, which has passed the pause and holds
+// the turn if it needs one, and counts it if it is forwarded. failable says
+// whether FailNext rules may match it.
+func (p *Proxy) execute(req request, failable bool) execution {
+	var ex execution
+	if failable {
+		if r := p.takeRule(&p.fails, req.cmd); r != nil {
+			ex.fail = &r.failure
 		}
 	}
 
-	return false
+	ex.forward = ex.fail == nil || ex.fail.Applied
+	if ex.forward {
+		p.mu.Lock()
+		p.counts[req.cmd]++
+		p.mu.Unlock()
+	}
+
+	if ex.fail == nil && !req.noReply {
+		ex.drop = p.takeRule(&p.drops, req.cmd) != nil
+	}
+
+	return ex
 }
