@@ -188,6 +188,7 @@ func (c *Client) Close(ctx context.Context) error {
 	if err := c.releaseAll(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	c.keeper.stop() // whatever is left (a release that failed) is not renewed
 	c.bgMu.Lock()
 	c.bgClosed = true
 	c.bgMu.Unlock()

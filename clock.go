@@ -92,7 +92,7 @@ func (c *serverClock) Now(ctx context.Context) (serverTime, error) {
 			usable = est.err <= c.maxErr
 			if usable && (c.sampling != nil || x.Sub(c.lastSample) < c.refresh) {
 				c.mu.Unlock()
-				return est, nil
+				return c.checked(est)
 			}
 		}
 		if wait := c.sampling; wait != nil {

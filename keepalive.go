@@ -86,6 +86,14 @@ func (k *keeper) remove(l *Lease) {
 	}
 }
 
+// stop stops renewing and watching every lease (Close); the loop ends.
+func (k *keeper) stop() {
+	k.mu.Lock()
+	clear(k.leases)
+	k.mu.Unlock()
+	k.poke()
+}
+
 func (k *keeper) poke() {
 	select {
 	case k.wake <- struct{}{}:

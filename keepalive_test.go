@@ -363,7 +363,9 @@ func TestCloseReleasesLeases(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustLock(t, c, "seed", "owner")
-	if err := c.Close(ctx); err != nil {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := c.Close(cctx); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.TryAcquire(ctx, "x"); !errors.Is(err, mongolock.ErrClosed) {

@@ -233,7 +233,7 @@ func TestFirstClockSampleBoundedByEachContext(t *testing.T) {
 	c := newClient(t, srv)
 	srv.Pause()
 	defer srv.Resume()
-	long, cancelLong := context.WithTimeout(context.Background(), 20*time.Second)
+	long, cancelLong := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancelLong()
 	firstDone := make(chan struct{})
 	go func() {
@@ -338,7 +338,9 @@ func TestCloseRacingAcquisitions(t *testing.T) {
 			done <- err
 		}()
 		time.Sleep(200 * time.Millisecond)
-		if err := c.Close(testCtx(t)); err != nil {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := c.Close(cctx); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -435,13 +437,18 @@ func TestWrongShapeDocumentsNeverChanged(t *testing.T) {
 }
 
 // TestPurgeRespectsIdleFor: Purge deletes a released or expired document
-// only once it has been idle for idleFor, by the server's clock.
+// only once it has been idle for idleFor, by the server's clock — counted
+// from the release, not from the acquisition.
 func TestPurgeRespectsIdleFor(t *testing.T) {
 	srv := mongolocktest.Start(t)
 	const maxErr = 20 * time.Millisecond
 	c := newClient(t, srv, mongolock.WithMaxClockError(maxErr))
 	ctx := testCtx(t)
 	const idle = 1500 * time.Millisecond
+	long, err := c.TryAcquire(ctx, "held-long")
+	if err != nil {
+		t.Fatal(err)
+	}
 	l, err := c.TryAcquire(ctx, "released")
 	if err != nil {
 		t.Fatal(err)
@@ -458,8 +465,15 @@ func TestPurgeRespectsIdleFor(t *testing.T) {
 		t.Fatalf("Purge(%v) %v after the release = %d, %v; want nothing deleted", idle, time.Since(released), n, err)
 	}
 	time.Sleep(idle - time.Since(released) + 100*time.Millisecond)
+	// held-long was taken more than idleFor ago, but released just now.
+	if err := long.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if n, err := c.Purge(ctx, idle); n != 2 || err != nil {
-		t.Fatalf("Purge(%v) %v after the release = %d, %v; want both deleted", idle, time.Since(released), n, err)
+		t.Fatalf("Purge(%v) %v after the releases = %d, %v; want the two idle ones deleted", idle, time.Since(released), n, err)
+	}
+	if _, err := c.Info(ctx, "held-long"); err != nil {
+		t.Fatalf("Purge deleted a lock released a moment ago (it was taken long before): %v", err)
 	}
 }
 
@@ -692,6 +706,7 @@ func TestUnknownOutcomes(t *testing.T) {
 	}{
 		{"writeConcernError applied", mongolocktest.WriteConcernErrorApplied},
 		{"writeConcernError not applied", mongolocktest.WriteConcernErrorNotApplied},
+		{"unsatisfiable writeConcernError", mongolocktest.Failure{Code: 100, CodeName: "UnsatisfiableWriteConcern", WriteConcern: true, Applied: true}},
 		{"NotWritablePrimary before", mongolocktest.NotWritablePrimaryBefore},
 		{"NotWritablePrimary after", mongolocktest.NotWritablePrimaryAfter},
 		{"PrimarySteppedDown after", mongolocktest.PrimarySteppedDownAfter},
@@ -769,6 +784,27 @@ func waitFree(t *testing.T, c *mongolock.Client, key string) {
 	}
 }
 
+// purgeAtMinimum calls c.Purge with the smallest idleFor it accepts (a
+// multiple of step) until it deletes something, and returns that idleFor:
+// the test then checks that the rule Purge enforces is enough.
+func purgeAtMinimum(t *testing.T, c *mongolock.Client, step time.Duration) time.Duration {
+	t.Helper()
+	idle := step
+	for {
+		n, err := c.Purge(testCtx(t), idle)
+		switch {
+		case errors.Is(err, mongolock.ErrInvalidArgument):
+			idle += step
+			continue
+		case err != nil:
+			t.Fatal(err)
+		case n > 0:
+			return idle
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestFencesAcrossPythonPurgeForceRelease: fences rise across a Python
 // worker's acquisition (which drops the fence), across ForceRelease and
 // Purge, and across a given-back acquisition, with every Go client's
@@ -809,6 +845,31 @@ func TestFencesAcrossPythonPurgeForceRelease(t *testing.T) {
 			t.Fatalf("fence %d after a Python acquisition; the Go lease before it had %d", b.Fence(), a.Fence())
 		}
 	})
+	t.Run("python, then a purge", func(t *testing.T) {
+		// A fence after a Python acquisition is well ahead of the clock;
+		// Purge's margin covers it.
+		if ok, err := py.lock(ctx, "pp", 0); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+		if err := py.release(ctx, "pp"); err != nil {
+			t.Fatal(err)
+		}
+		a, err := ahead.TryAcquire(ctx, "pp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		purgeAtMinimum(t, behind, maxErr)
+		b, err := behind.TryAcquire(ctx, "pp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Fence() <= a.Fence() {
+			t.Fatalf("fence %d after the purge; the lease before it (after a Python one) had %d", b.Fence(), a.Fence())
+		}
+	})
 	t.Run("force-released and purged", func(t *testing.T) {
 		a, err := ahead.TryAcquire(ctx, "fr", mongolock.Expire(time.Minute), mongolock.KeepAlive(false))
 		if err != nil {
@@ -818,18 +879,8 @@ func TestFencesAcrossPythonPurgeForceRelease(t *testing.T) {
 			t.Fatal(err)
 		}
 		released := time.Now()
-		for {
-			n, err := newClient(t, srv, opt).Purge(ctx, idle)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n > 0 {
-				if since := time.Since(released); since < idle {
-					t.Fatalf("Purge(%v) deleted the document %v after its ForceRelease", idle, since)
-				}
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
+		if minIdle := purgeAtMinimum(t, newClient(t, srv, opt), maxErr); time.Since(released) < minIdle {
+			t.Fatalf("Purge(%v) deleted the document %v after its ForceRelease", minIdle, time.Since(released))
 		}
 		b, err := behind.TryAcquire(ctx, "fr")
 		if err != nil {

@@ -1,0 +1,196 @@
+package mongolock
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A mutant is a deliberately broken variant of the library: one plausible
+// one-line bug, most of them the bug a safety fix removed. The tests named
+// in catchers must fail when it is planted. TestMutantsAreCaught plants
+// each in turn (with go test -overlay, so the sources are never touched)
+// and runs its catchers.
+type mutant struct {
+	name     string
+	file     string // in this package
+	from, to string // from must occur exactly once in file
+	catchers string // -run pattern of the tests that must fail
+}
+
+var mutants = []mutant{
+	// The five that passed the whole suite once.
+	{"acquire judges expiry against the estimate, not its earliest", "store.go",
+		`Value: now.earliest()}}}},`, `Value: now.at}}}},`, "^TestClockEdgesExclusion$"},
+	{"local deadline without the estimate's error", "acquire.go",
+		`margin := now.err + time.Duration(float64(expire)*maxDrift)`, `margin := time.Duration(float64(expire) * maxDrift)`, "^TestClockEdgesExclusion$"},
+	{"renewal without 'surely not expired'", "store.go",
+		`bson.D{{Key: fieldExpire, Value: bson.D{{Key: "$gt", Value: now.latest()}}}},
+	}}}`, `bson.D{{Key: fieldExpire, Value: bson.D{{Key: "$exists", Value: true}}}},
+	}}}`, "^TestTouchAfterExpiry$"},
+	{"Purge ignores idleFor", "admin.go",
+		`cutoff := now.earliest().Add(-idleFor)`, `cutoff := now.earliest()`, "^TestPurgeRespectsIdleFor$"},
+	{"ForceRelease keeps the holder's token", "store.go",
+		`releasedShape(bson.E{Key: fieldToken, Value: nil})`, `releasedShape()`, "^TestForceReleaseRetiresToken$"},
+	{"Close does not release", "client.go",
+		`	if err := c.releaseAll(ctx); err != nil {`, `	if err := error(nil); err != nil {`, "^TestCloseReleasesLeases$"},
+
+	// 1. Renewals applied out of order.
+	{"keep-alive renewals may shorten the expiry", "store.go",
+		`update := bson.D{{Key: "$max", Value: bson.D{{Key: fieldExpire, Value: expire}}}}`,
+		`update := bson.D{{Key: "$set", Value: bson.D{{Key: fieldExpire, Value: expire}}}}`, "^TestRenewRacingKeepAlive$"},
+	// 2. Releases without a server time; documents without any stamp.
+	{"a release stores no time", "store.go",
+		`		{Key: "$currentDate", Value: bson.D{{Key: fieldReleased, Value: true}}},
+	}
+}`, `	}
+}`, "^TestPurgeRespectsIdleFor$"},
+	{"Purge deletes Python documents the moment it stamps them", "store.go",
+		`before(fieldAcquired), before(fieldReleased), before(fieldSeen),`,
+		`before(fieldAcquired), before(fieldReleased),`, "^TestPurgePythonReleased$"},
+	{"Purge never stamps Python documents", "store.go",
+		`func (s *store) markSeen(ctx context.Context) error {`,
+		`func (s *store) markSeen(ctx context.Context) error { return nil; _ = 0`, "^TestPurgePythonReleased$"},
+	// 3. Purge's margin.
+	{"Purge keeps the old margin of two clock errors", "admin.go",
+		`const purgeMargin = 6`, `const purgeMargin = 2`, "^TestFencesAcrossPythonPurgeForceRelease$"},
+	// 4. Milliseconds.
+	{"stored expiries truncated to the millisecond", "store.go",
+		`		return r.Add(time.Millisecond)`, `		return r`, "^TestExpiresAtBeforeStoredExpiry$"},
+	// 5. Python acquisitions.
+	{"no margin after a Python acquisition", "acquire.go",
+		`return 3 * c.cfg.maxClockError.Microseconds()`, `return 0`, "^TestFencesAcrossPythonPurgeForceRelease$"},
+	// 6. Overflow.
+	{"no bound on a stored fence", "store.go",
+		`{Key: "$type", Value: "long"}, {Key: "$lt", Value: maxFence}`, `{Key: "$type", Value: "long"}`, "^TestFenceOverflow$"},
+	// 7. Unknown outcomes.
+	{"a write concern error counts as a failure", "store.go",
+		`if we := (mongo.WriteException{}); errors.As(err, &we) && we.WriteConcernError != nil {`,
+		`if we := (mongo.WriteException{}); errors.As(err, &we) && we.WriteConcernError != nil && false {`, "^TestUnknownOutcomes$"},
+	{"a step-down counts as a failure", "store.go",
+		`	10107, // NotWritablePrimary`, ``, "^TestUnknownOutcomes$"},
+	// 8. Close.
+	{"an acquisition landing after Close is kept", "client.go",
+		`	if !c.closed.Load() {
+		keep()`, `	if true {
+		keep()`, "^TestCloseRacingAcquisitions$"},
+	{"Close does not wake waiting acquisitions", "acquire.go",
+		`		case <-c.closing:`, `		case <-(chan struct{})(nil):`, "^TestCloseRacingAcquisitions$"},
+	// 9, 10. The clock.
+	{"waiting for another caller's clock sample ignores ctx", "clock.go",
+		`			case <-ctx.Done():
+				return serverTime{}, fmt.Errorf("mongolock: waiting for the server clock: %w", ctx.Err())`,
+		`			case <-(chan struct{})(nil):
+				return serverTime{}, fmt.Errorf("mongolock: waiting for the server clock: %w", ctx.Err())`, "^TestFirstClockSampleBoundedByEachContext$"},
+	{"an unusable estimate is kept until the refresh", "clock.go",
+		`if usable && (c.sampling != nil || x.Sub(c.lastSample) < c.refresh) {`, `if c.has && (c.sampling != nil || x.Sub(c.lastSample) < c.refresh) && (usable || true) {`, "^TestClockResampledWhenUnusable$"},
+	// 11. MinHold.
+	{"a resent MinHold release looks for the retired token", "store.go",
+		`Value: bson.A{token, token + heldSuffix}`, `Value: bson.A{token}`, "^TestMinHoldReleaseLostReply$"},
+	// 12. Release and keep-alive.
+	{"a lease being released can be reported lost", "lease.go",
+		`	case l.state == leaseReleasing:
+		if l.pendingErr == nil {`, `	case false:
+		if l.pendingErr == nil {`, "^TestReleaseNeverReportsLost$"},
+	// 13. Past the deadline.
+	{"keep-alive renews a lease past its deadline", "keepalive.go",
+		`		if l.loseIfPast() {
+			continue
+		}`, ``, "^TestKeepAliveNeverRenewsPastDeadline$"},
+	// 14. Suspend.
+	{"no suspend watch", "keepalive.go",
+		`	if gap < suspendGap {`, `	if gap < suspendGap || true {`, "^TestSuspendWatchClosesLost$"},
+	{"Err trusts the timer", "lease.go",
+		`func (l *Lease) Err() error {
+	l.loseIfPast()`, `func (l *Lease) Err() error {`, "^TestSuspendedPastExpiry$"},
+	// 15. Wrong shapes.
+	{"Purge without the shape guard", "store.go",
+		`	}, shapeGuard...)
+	res, err := s.coll.DeleteMany(`, `	})
+	res, err := s.coll.DeleteMany(`, "^TestWrongShapeDocumentsNeverChanged$"},
+	{"the shape guard checks expire and fence only", "store.go",
+		`	nullOr(fieldOwner, bson.D{{Key: "$type", Value: "string"}}),`, ``, "^TestWrongShapeDocumentsNeverChanged$"},
+}
+
+// TestMutantsAreCaught plants every mutant and requires its catchers to
+// fail (MONGOLOCK_MUTANT=name runs one). It needs the go command and takes
+// a few minutes, so -short skips it.
+func TestMutantsAreCaught(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the package once per mutant")
+	}
+	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(gobin); err != nil {
+		t.Skipf("no go command next to this test's toolchain: %v", err)
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	only := os.Getenv("MONGOLOCK_MUTANT")
+	for _, m := range mutants {
+		if only != "" && m.name != only {
+			continue
+		}
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel() // at most -parallel (GOMAXPROCS) at once
+			src, err := os.ReadFile(filepath.Join(dir, m.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := bytes.Count(src, []byte(m.from)); n != 1 {
+				t.Fatalf("%s: the line to break occurs %d times (want once); update the mutant to match the code", m.file, n)
+			}
+			tmp := t.TempDir()
+			broken := filepath.Join(tmp, m.file)
+			if err := os.WriteFile(broken, bytes.Replace(src, []byte(m.from), []byte(m.to), 1), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			overlay, _ := json.Marshal(map[string]map[string]string{"Replace": {filepath.Join(dir, m.file): broken}})
+			ovFile := filepath.Join(tmp, "overlay.json")
+			if err := os.WriteFile(ovFile, overlay, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			args := []string{"test", "-overlay", ovFile, "-count=1", "-failfast", "-run", m.catchers, "-timeout", "5m"}
+			if raceEnabled {
+				args = append(args, "-race")
+			}
+			cmd := exec.Command(gobin, append(args, ".")...)
+			cmd.Dir = dir
+			cmd.Env = append(os.Environ(), "GOFLAGS=")
+			out, err := cmd.CombinedOutput()
+			switch {
+			case err == nil:
+				t.Errorf("the mutant %q passed %s: the suite does not catch it\n%s", m.name, m.catchers, tail(out))
+			case !strings.Contains(string(out), "--- FAIL"):
+				t.Errorf("the mutant %q did not build or run (it must fail a test, not the build):\n%s", m.name, tail(out))
+			default:
+				t.Logf("caught in %v by %s", time.Since(start).Round(time.Second), firstFail(out))
+			}
+		})
+	}
+}
+
+func tail(out []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) > 30 {
+		lines = lines[len(lines)-30:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func firstFail(out []byte) string {
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "--- FAIL") {
+			return strings.TrimSpace(l)
+		}
+	}
+	return "?"
+}
