@@ -261,20 +261,34 @@ func testKeepAliveRoundTrips(t *testing.T, srv *mongolocktest.Server) {
 		}
 	}
 	log.take()
-	// From just after the aligned tick to just after the next one.
-	time.Sleep(interval + interval/4 - time.Since(aligned))
-	ups := log.updatesSince(aligned.Add(time.Nanosecond))
-	got := log.take()
-	t.Logf("keep-alive of %d leases, over one renewal interval (%v): %s", n, interval, formatCounts(got))
-	want := map[string]int{"update": 1}
-	if !maps.Equal(got, want) {
-		t.Errorf("keep-alive of %d leases sent %s in one interval; want %s", n, formatCounts(got), formatCounts(want))
+	// Watch the next two ticks, however late a loaded machine makes them:
+	// every command sent meanwhile must be one of them, each carrying
+	// every lease, one renewal interval apart (not one command per lease,
+	// nor several per tick).
+	deadline = time.Now().Add(4 * interval)
+	var ups []updateCmd
+	for len(ups) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("keep-alive sent %d renewal ticks in %v after the aligned one; want 2", len(ups), 4*interval)
+		}
+		time.Sleep(50 * time.Millisecond)
+		ups = log.updatesSince(aligned.Add(time.Nanosecond))
 	}
+	got := log.take()
+	t.Logf("keep-alive of %d leases, over two renewal intervals (%v each): %s", n, interval, formatCounts(got))
+	if want := map[string]int{"update": len(ups)}; !maps.Equal(got, want) {
+		t.Errorf("keep-alive of %d leases sent %s over %d ticks; want %s", n, formatCounts(got), len(ups), formatCounts(want))
+	}
+	prev := aligned
 	for _, u := range ups {
-		t.Logf("renewal tick: one update command with %d statements", u.statements)
+		t.Logf("renewal tick %v after the previous one: one update command with %d statements", u.at.Sub(prev).Round(time.Millisecond), u.statements)
 		if u.statements != n {
 			t.Errorf("a renewal tick carried %d statements; want all %d leases", u.statements, n)
 		}
+		if gap := u.at.Sub(prev); gap < interval/2 {
+			t.Errorf("renewal ticks %v apart; want one per interval (%v)", gap, interval)
+		}
+		prev = u.at
 	}
 	lost := 0
 	for _, l := range leases {
