@@ -78,8 +78,12 @@ func (c *Client) acquire(ctx context.Context, key, owner string, cfg lockConfig,
 			// back and treat the attempt as failed; later attempts use a
 			// new token, so the give-back can never free them.
 			c.abandon(ctx, key, token)
-			token = newToken()
 			acq, err = nil, errExpiredOnArrival
+		}
+		if errors.Is(err, errExpiredOnArrival) {
+			// Given back: later attempts use a new token, so the
+			// give-back can never free them.
+			token = newToken()
 		}
 		retryable := errors.Is(err, errHeld) || errors.Is(err, errExpiredOnArrival)
 		if !retryable || timedOut || mode == waitNever || (mode == waitTimeout && timer == nil) {
@@ -213,34 +217,50 @@ func (c *Client) attempt(ctx context.Context, key, owner, token string, expire t
 //     acquisition (new, or deleted by Purge) but the reply took longer than
 //     WithMaxClockError: the candidate, taken before the request was sent,
 //     may then be too old to bound the fences before the deletion;
-//   - to the candidate (or a fresh estimate) plus pythonMargin, when the
-//     Python package wrote the document (its writes drop the fence);
-//   - to both, when an earlier attempt of this acquisition whose reply was
-//     lost took the lock: what it found there is unknown.
+//   - when the document had no fence (the Python package wrote it, and its
+//     writes drop the fence), or an earlier attempt of this acquisition
+//     whose reply was lost took the lock (so what it found is unknown): to
+//     an estimate taken once the server's clock has surely passed, by
+//     WithMaxClockError, the latest it could have read when the write was
+//     applied. Every fence this package issued before was at most
+//     WithMaxClockError ahead of the server's clock when it was written, so
+//     the new one is above them all. This waits about WithMaxClockError,
+//     holding the lock, and renews the lock's expiry with the raise.
+//
+// An acquisition taken over while its fence is raised fails with
+// errExpiredOnArrival (its lock was given back).
 func (c *Client) settle(ctx context.Context, key, owner, token string, now serverTime, expire time.Duration, fence int64, before *lockDoc) (*acquisition, error) {
 	slow := c.cfg.now().Sub(now.local) > c.cfg.maxClockError
 	var (
-		floor  int64 // the fence must be at least this
-		fresh  bool  // ... and at least a fresh estimate plus margin
-		margin int64
+		floor int64 // the fence must be at least this
+		fresh bool  // ... and at least a fresh estimate
+		wait  bool  // ... taken after the server's clock passed the write by WithMaxClockError
 	)
 	switch {
 	case before == nil:
 		fresh = slow
 	case before.token == token:
-		floor, fresh, margin = before.Fence+1, true, c.pythonMargin()
+		floor, wait = before.Fence+1, true
 	case !before.hasFence:
-		floor, fresh, margin = fence+c.pythonMargin(), slow, c.pythonMargin()
+		wait = true
 	default:
 		floor = before.Fence + 1
 	}
-	if fresh {
+	raisedAt := now // the estimate the expiry is written with
+	var renew time.Time
+	if fresh || wait {
 		later, err := c.clock.Now(ctx)
+		if err == nil && wait {
+			later, err = c.waitPast(ctx, later.latest().Add(c.cfg.maxClockError))
+		}
 		if err != nil {
 			c.abandon(ctx, key, token)
 			return nil, fmt.Errorf("mongolock: acquiring %q: %w", key, err)
 		}
-		floor = max(floor, c.fenceCandidate(later)+margin)
+		floor = max(floor, c.fenceCandidate(later))
+		if wait && expire > 0 {
+			raisedAt, renew = later, storedTime(later.at.Add(expire))
+		}
 	}
 	if floor > fence {
 		var stored int64
@@ -249,13 +269,13 @@ func (c *Client) settle(ctx context.Context, key, owner, token string, now serve
 				ok  bool
 				err error
 			)
-			stored, ok, err = c.store.raiseFence(ctx, key, token, floor)
+			stored, ok, err = c.store.raiseFence(ctx, key, token, floor, renew)
 			return ok, err
 		})
 		if err != nil || !ok {
 			c.abandon(ctx, key, token)
 			if err == nil {
-				err = fmt.Errorf("%w: lost before its fence was raised", ErrNotHeld)
+				err = fmt.Errorf("%w: it was taken over before its fence was raised", errExpiredOnArrival)
 			}
 			return nil, fmt.Errorf("mongolock: acquiring %q: %w", key, err)
 		}
@@ -264,18 +284,30 @@ func (c *Client) settle(ctx context.Context, key, owner, token string, now serve
 	c.noteFence(fence)
 	return &acquisition{
 		key: key, owner: owner, token: token, fence: fence, expire: expire,
-		created: now.at, sent: now.local, deadline: localDeadline(now, expire),
+		created: now.at, sent: raisedAt.local, deadline: localDeadline(raisedAt, expire),
 	}, nil
 }
 
-// pythonMargin is how far above its clock estimate a fence is put when the
-// previous holder was the Python package (which drops the fence): three
-// times WithMaxClockError, in microseconds. A fence this package issues is
-// at most WithMaxClockError ahead of the server's clock when it is written,
-// and an estimate taken at most WithMaxClockError before a write is at most
-// twice that behind it (docs/DESIGN.md, "Fencing").
-func (c *Client) pythonMargin() int64 {
-	return 3 * c.cfg.maxClockError.Microseconds()
+// waitPast waits until the earliest the server's clock can read is at
+// least t, and returns the estimate then.
+func (c *Client) waitPast(ctx context.Context, t time.Time) (serverTime, error) {
+	for {
+		now, err := c.clock.Now(ctx)
+		if err != nil {
+			return now, err
+		}
+		left := t.Sub(now.earliest())
+		if left <= 0 {
+			return now, nil
+		}
+		timer := time.NewTimer(left)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return now, ctx.Err()
+		case <-timer.C:
+		}
+	}
 }
 
 // localDeadline is the local reading until which a lock written with expiry

@@ -59,16 +59,15 @@ func (c *Client) ForceRelease(ctx context.Context, key string) (*LockInfo, error
 
 // purgeMargin is how many times WithMaxClockError a document must have been
 // idle before Purge may delete it, so that the next fence of its key is
-// still above every earlier one (docs/DESIGN.md, "Fencing"): a fence is up
-// to 4 of them ahead of the server's clock when written (one of estimate
-// error, three of the margin after a Python acquisition), and the first
-// fence of a new document up to 2 behind.
-const purgeMargin = 6
+// still above every earlier one (docs/DESIGN.md, "Fencing"): a fence is at
+// most one of them ahead of the server's clock when it is written, and the
+// first fence of a new document at most two behind.
+const purgeMargin = 3
 
 // Purge deletes the lock documents that have been released or expired
 // for longer than idleFor (server time) and returns how many it deleted. A
 // lock that is held, or a document of the wrong shape, is never touched.
-// idleFor must be at least six times WithMaxClockError, which is what keeps
+// idleFor must be at least three times WithMaxClockError, which is what keeps
 // fences rising across the deletion, provided every Client using the
 // collection has a WithMaxClockError no larger (docs/DESIGN.md,
 // "Fencing"). Documents the Python package wrote carry no time this

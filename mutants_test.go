@@ -58,14 +58,20 @@ var mutants = []mutant{
 		`func (s *store) markSeen(ctx context.Context) error {`,
 		`func (s *store) markSeen(ctx context.Context) error { return nil; _ = 0`, "^TestPurgePythonReleased$"},
 	// 3. Purge's margin.
-	{"Purge keeps the old margin of two clock errors", "admin.go",
-		`const purgeMargin = 6`, `const purgeMargin = 2`, "^TestFencesAcrossPythonPurgeForceRelease$"},
+	{"Purge's margin one clock error", "admin.go",
+		`const purgeMargin = 3`, `const purgeMargin = 1`, "^TestFencesAcrossPythonPurgeForceRelease$"},
+	{"no fresh fence for a slow insert", "acquire.go",
+		`		fresh = slow`, `		fresh = slow && false`, "^TestFencesAcrossPythonPurgeForceRelease$"},
 	// 4. Milliseconds.
 	{"stored expiries truncated to the millisecond", "store.go",
 		`		return r.Add(time.Millisecond)`, `		return r`, "^TestExpiresAtBeforeStoredExpiry$"},
 	// 5. Python acquisitions.
-	{"no margin after a Python acquisition", "acquire.go",
-		`return 3 * c.cfg.maxClockError.Microseconds()`, `return 0`, "^TestFencesAcrossPythonPurgeForceRelease$"},
+	{"no wait after a Python acquisition", "acquire.go",
+		`	case !before.hasFence:
+		wait = true`, `	case !before.hasFence:
+		wait = false`, "^TestFencesAcrossPythonPurgeForceRelease$"},
+	{"no wait after a lost reply", "acquire.go",
+		`floor, wait = before.Fence+1, true`, `floor, wait = before.Fence+1, false`, "^TestFencesAcrossPythonPurgeForceRelease$"},
 	// 6. Overflow.
 	{"no bound on a stored fence", "store.go",
 		`{Key: "$type", Value: "long"}, {Key: "$lt", Value: maxFence}`, `{Key: "$type", Value: "long"}`, "^TestFenceOverflow$"},

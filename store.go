@@ -131,12 +131,17 @@ func (s *store) acquire(ctx context.Context, key, owner, token string, now serve
 }
 
 // raiseFence sets the fence of a lock held with token to at least fence
-// and returns the fence stored afterwards. It is idempotent, so a retry
-// after a lost reply is harmless.
-func (s *store) raiseFence(ctx context.Context, key, token string, fence int64) (stored int64, ok bool, err error) {
+// (and, unless renew is zero, its expiry to at least renew) and returns the
+// fence stored afterwards. It is idempotent, so a retry after a lost reply
+// is harmless.
+func (s *store) raiseFence(ctx context.Context, key, token string, fence int64, renew time.Time) (stored int64, ok bool, err error) {
+	raise := bson.D{{Key: fieldFence, Value: fence}}
+	if !renew.IsZero() {
+		raise = append(raise, bson.E{Key: fieldExpire, Value: renew})
+	}
 	raw, err := s.coll.FindOneAndUpdate(ctx,
 		guarded(key, bson.D{{Key: fieldToken, Value: token}}, bson.D{{Key: fieldLocked, Value: true}}),
-		bson.D{{Key: "$max", Value: bson.D{{Key: fieldFence, Value: fence}}}, stampAcquired},
+		bson.D{{Key: "$max", Value: raise}, stampAcquired},
 		options.FindOneAndUpdate().SetReturnDocument(options.After)).Raw()
 	switch {
 	case errors.Is(err, mongo.ErrNoDocuments):
