@@ -1,0 +1,665 @@
+package mongolock
+
+// The stress harness's checks: they read the recorded history (see event)
+// and report what does not hold. TestLinearizabilityModel and
+// TestExclusionCheck show, on small histories, what each accepts and
+// rejects.
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// event is one line of the harness's history. Times are real unix ns.
+type event struct {
+	Proc   string `json:"proc"`
+	Op     string `json:"op"`             // see the ops below
+	Kind   string `json:"kind,omitempty"` // acquire: lease, seed (owner-named Lock), py (Python-style), closer (a Client closed while acquiring)
+	ID     string `json:"id,omitempty"`   // try and tried: the driver's request ID, unique within Proc
+	Key    string `json:"key,omitempty"`
+	Token  string `json:"token,omitempty"`
+	Owner  string `json:"owner,omitempty"` // acquire: the holder's name; forcerelease: the holder it removed
+	Call   int64  `json:"call,omitempty"`
+	Return int64  `json:"ret,omitempty"`
+	OK     bool   `json:"ok,omitempty"`
+	Maybe  bool   `json:"maybe,omitempty"`  // tried: failed with an unknown outcome (not a duplicate key)
+	Fence  int64  `json:"fence,omitempty"`  // acquire (0: not known), forcerelease: the stored fence
+	Until  int64  `json:"until,omitempty"`  // acquire, promise: the holder may act until then (ExpiresAt); 0: no promise
+	At     int64  `json:"at,omitempty"`     // promise: when the holder looked
+	Expiry int64  `json:"expiry,omitempty"` // lost: ExpiresAt when Lost was seen
+	Why    string `json:"why,omitempty"`    // lost: Err(); problem: what
+	Stall  int64  `json:"stall,omitempty"`  // lost: the process's worst scheduling stall in the last 2s (ns)
+	N      int64  `json:"n,omitempty"`      // purge: documents deleted
+}
+
+// The ops:
+//
+//	acquire       an acquisition returned (OK) or failed; a lease's Until is its ExpiresAt then
+//	promise       a holder checked Lost and ExpiresAt before acting: it may act from At until Until
+//	release       a release (OK: succeeded; refused releases have OK false); Close's releases too
+//	stop          a release whose outcome is unknown: the holder stopped acting at Call
+//	lost          a holder saw Lost closed (Return: when it closed)
+//	try, tried    a findAndModify (an acquisition's attempt) was sent, and its outcome
+//	killed        the nemesis killed Proc
+//	forcerelease  an operator's ForceRelease of Key (Fence: the holder it removed, if any)
+//	purge         an operator's Purge
+//	problem       something a child saw go wrong (Why)
+
+// write is one write the resource accepted.
+type write struct {
+	key, token string
+	fence      int64
+	sent       int64 // unix ns when the holder checked it may act, just before sending
+}
+
+// checkExclusion reads the contract: a holder may act only while Lost is
+// open and before ExpiresAt. Every promise (a holder looked, and may act
+// from At until Until) and every acquisition's return (it may act until
+// its ExpiresAt then) gives an interval in which that holder is entitled;
+// a Python-style holder is entitled from its acquisition until its expiry
+// (on this machine's clock, which is the test server's) or its release.
+// An entitlement ends early when its holder calls release (or Close does),
+// sees Lost, or an operator force-releases it (the one case where the
+// library lets another in while the holder may still act). No two
+// holders' entitlements may overlap.
+func checkExclusion(history []event) []string {
+	type span struct {
+		from, to int64
+		token    string
+		proc     string
+		what     string
+	}
+	ends := entitlementEnds(history)
+	byKey := map[string][]span{}
+	add := func(key, token, proc, what string, from, to int64) {
+		if end, ok := ends[token]; ok && end < to {
+			to = end
+		}
+		if from < to {
+			byKey[key] = append(byKey[key], span{from, to, token, proc, what})
+		}
+	}
+	for _, e := range history {
+		switch {
+		case e.Op == "acquire" && e.OK && e.Until != 0:
+			add(e.Key, e.Token, e.Proc, fmt.Sprintf("%s acquisition (fence %d)", e.Kind, e.Fence), e.Return, e.Until)
+		case e.Op == "promise":
+			add(e.Key, e.Token, e.Proc, fmt.Sprintf("lease (fence %d) looked at %s", e.Fence, at(e.At)), e.At, e.Until)
+		}
+	}
+	var problems []string
+	for key, spans := range byKey {
+		sort.Slice(spans, func(i, j int) bool { return spans[i].from < spans[j].from })
+		// Sweep: the span reaching furthest so far, of another token.
+		var reach []span
+		for _, s := range spans {
+			for _, r := range reach {
+				if r.token != s.token && r.to > s.from {
+					problems = append(problems, fmt.Sprintf(
+						"key %q: two holders at once: %s (%s) may act until %s, and %s (%s) from %s",
+						key, r.proc, r.what, at(r.to), s.proc, s.what, at(s.from)))
+					break
+				}
+			}
+			// Keep, per token, only the span that reaches furthest.
+			kept := reach[:0]
+			replaced := false
+			for _, r := range reach {
+				if r.to <= s.from {
+					continue // ended before anything later starts
+				}
+				if r.token == s.token {
+					if s.to > r.to {
+						r = s
+					}
+					replaced = true
+				}
+				kept = append(kept, r)
+			}
+			if !replaced {
+				kept = append(kept, s)
+			}
+			reach = kept
+		}
+	}
+	sort.Strings(problems)
+	return problems
+}
+
+// entitlementEnds returns, per token, the earliest moment its holder's
+// entitlement ended: it called release (or Close did), saw Lost close, or
+// an operator force-released it (the force-release names the holder it
+// removed by owner; every acquisition in the harness has an owner name of
+// its own).
+func entitlementEnds(history []event) map[string]int64 {
+	end := map[string]int64{}
+	note := func(token string, t int64) {
+		if cur, ok := end[token]; token != "" && (!ok || t < cur) {
+			end[token] = t
+		}
+	}
+	var acquisitions, forced []event
+	for _, e := range history {
+		switch {
+		case e.Op == "release", e.Op == "stop":
+			note(e.Token, e.Call)
+		case e.Op == "lost":
+			note(e.Token, e.Return)
+		case e.Op == "acquire" && e.OK:
+			acquisitions = append(acquisitions, e)
+		case e.Op == "forcerelease" && e.OK && e.Owner != "":
+			forced = append(forced, e)
+		}
+	}
+	for _, f := range forced {
+		for _, a := range acquisitions {
+			if a.Key == f.Key && a.Owner == f.Owner && a.Return <= f.Return {
+				note(a.Token, f.Call)
+			}
+		}
+	}
+	return end
+}
+
+// checkWrites: no accepted write came from a holder after another
+// acquisition of the key with a higher fence had returned (the holder
+// looked, found itself entitled, and wrote; an acquisition after that
+// instant contradicts its entitlement), unless an operator had
+// force-released the writer by then.
+func checkWrites(history []event, accepted []write) []string {
+	ends := entitlementEnds(history)
+	var problems []string
+	acquired := map[string][]event{}
+	for _, e := range history {
+		if e.Op == "acquire" && e.OK && e.Fence != 0 {
+			acquired[e.Key] = append(acquired[e.Key], e)
+		}
+	}
+	for _, w := range accepted {
+		if end, ok := ends[w.token]; ok && end <= w.sent {
+			continue // it looked after its entitlement had ended; see checkExclusion
+		}
+		for _, a := range acquired[w.key] {
+			if a.Fence > w.fence && a.Return < w.sent {
+				problems = append(problems, fmt.Sprintf(
+					"key %q: the resource accepted a write with fence %d (token %s) sent at %s, after an acquisition with fence %d (%s) had returned at %s: the writer's lease had been superseded",
+					w.key, w.fence, w.token, at(w.sent), a.Fence, a.Proc, at(a.Return)))
+				break
+			}
+		}
+	}
+	return problems
+}
+
+// checkLost: Lost closed no later than the lease's local expiry. A process
+// the machine did not schedule for a while was, in effect, paused; each
+// child measures its own scheduling stalls, and a lateness within the
+// stall it measured is not counted.
+func checkLost(history []event) []string {
+	var problems []string
+	for _, e := range history {
+		if e.Op == "lost" && e.Expiry != 0 && e.Return > e.Expiry+e.Stall+int64(20*time.Millisecond) {
+			problems = append(problems, fmt.Sprintf("key %q: %s saw Lost() %s after its lease's expiry (%s)",
+				e.Key, e.Proc, time.Duration(e.Return-e.Expiry), e.Why))
+		}
+	}
+	return problems
+}
+
+// checkProblems reports what the children saw go wrong.
+func checkProblems(history []event) []string {
+	var problems []string
+	for _, e := range history {
+		if e.Op == "problem" {
+			problems = append(problems, fmt.Sprintf("%s: %s", e.Proc, e.Why))
+		}
+	}
+	return problems
+}
+
+func at(ns int64) string { return time.Unix(0, ns).Format("15:04:05.000000") }
+
+// The lease-lock model for porcupine, per key. State: the holder's token
+// and the highest fence known. A lease acquisition that succeeds must
+// carry a fence above every earlier one in the linearization, and makes
+// its token the holder (possibly taking over an expired lease, which the
+// model cannot see, so it does not require the lock to be free). An
+// owner-named or Python-style acquisition has no fence to check, and
+// leaves the highest fence as it was: later leases must still beat it
+// (Python's write drops the stored fence). A refused acquisition changes
+// nothing and is left out. A successful release must come from the
+// holder, and frees the lock; a refused one must not come from the holder
+// — unless it is excused (see historyOps), and then it leaves the lock to
+// an unknown holder if it was the holder. A force-release frees the lock
+// whoever holds it.
+type lockState struct {
+	holder string
+	fence  int64
+}
+
+type lockInput struct {
+	op, key, token string
+	excused        bool // a refused release that something may explain
+}
+
+type lockOutput struct {
+	ok    bool
+	fence int64
+}
+
+// unknownHolder stands for the token of an acquisition the model cannot
+// see; no operation in a history uses it.
+const unknownHolder = "?"
+
+var lockModel = porcupine.Model{
+	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
+		byKey := map[string][]porcupine.Operation{}
+		for _, op := range history {
+			k := op.Input.(lockInput).key
+			byKey[k] = append(byKey[k], op)
+		}
+		keys := make([]string, 0, len(byKey))
+		for k := range byKey {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		out := make([][]porcupine.Operation, 0, len(keys))
+		for _, k := range keys {
+			out = append(out, byKey[k])
+		}
+		return out
+	},
+	Init: func() interface{} { return lockState{} },
+	Step: func(state, input, output interface{}) (bool, interface{}) {
+		s, in, out := state.(lockState), input.(lockInput), output.(lockOutput)
+		switch {
+		case in.op == "acquire" && out.fence == 0: // no fence to check
+			return true, lockState{holder: in.token, fence: s.fence}
+		case in.op == "acquire":
+			return out.fence > s.fence, lockState{holder: in.token, fence: out.fence}
+		case in.op == "forcerelease":
+			return true, lockState{fence: max(s.fence, out.fence)}
+		case out.ok: // release
+			return s.holder == in.token, lockState{fence: s.fence}
+		case in.excused: // refused release, perhaps because of an unrecorded takeover
+			if s.holder == in.token {
+				s.holder = unknownHolder
+			}
+			return true, s
+		default: // refused release: not the holder
+			return s.holder != in.token, s
+		}
+	},
+	DescribeOperation: func(input, output interface{}) string {
+		in, out := input.(lockInput), output.(lockOutput)
+		switch {
+		case in.op == "acquire":
+			return fmt.Sprintf("acquire(%.6s) -> fence %d", in.token, out.fence)
+		case in.op == "forcerelease":
+			return fmt.Sprintf("forcerelease -> fence %d", out.fence)
+		case in.excused:
+			return fmt.Sprintf("release(%.6s) -> false (excused)", in.token)
+		}
+		return fmt.Sprintf("release(%.6s) -> %v", in.token, out.ok)
+	},
+	DescribeState: func(state interface{}) string {
+		s := state.(lockState)
+		return fmt.Sprintf("holder %.6s, fence %d", s.holder, s.fence)
+	},
+}
+
+// killMargin bounds how long after its process was killed an acquisition
+// can still take effect: a request already sent waits at most for the
+// longest server pause the nemesis injects (stressExpire + 400ms) or the
+// longest delay it adds, plus the proxy's queue; twice that leaves room
+// to spare.
+const killMargin = 2 * (stressExpire + 400*time.Millisecond)
+
+// linearizabilityBudget bounds porcupine's search. A history it cannot
+// decide within the budget is reported as undecided, not as a pass.
+func linearizabilityBudget() time.Duration {
+	if os.Getenv("MONGOLOCK_STRESS_LONG") != "" {
+		return 10 * time.Minute
+	}
+	return time.Minute
+}
+
+// historyOps turns the recorded history into porcupine operations: the
+// successful acquisitions, all releases, and the operators'
+// force-releases.
+//
+// The tries (findAndModify commands, and a Python-style worker's lock
+// attempts) say when each acquisition can have taken effect. A successful
+// acquisition took the lock in its last run of tries after its last
+// refused one (a refused try wrote nothing, and shows the lock was not its
+// own at that moment), so its operation starts at the first try of that
+// run rather than when Acquire was called (which includes the waiting).
+//
+// Every other try that may have written — its outcome is unknown (a lost
+// reply, a timeout, its process killed before it returned: it can take
+// effect until killMargin after the kill), or it succeeded but was given
+// back (its reply came after the lease's expiry, or its Client was
+// closed), or it belongs to an earlier run of a token that later succeeded
+// — may have taken the lock from its holder without a trace. The only
+// effect of that the model can observe is that the holder's release is
+// then refused, so instead of being operations (open windows the checker
+// would have to place everywhere) these tries excuse such refusals: a
+// refused release by the holder of acquisition A is excused when such a
+// try on the same key was in flight at some moment between A's start and
+// the release's return, which is where it would have to be linearized.
+// This is sound: every linearization of the full history gives one of the
+// reduced history.
+//
+// A refused release is also excused when it was called after its lease's
+// last promised instant (an expired lease may be taken over, or purged),
+// since the model does not see expiry.
+func historyOps(history []event) []porcupine.Operation {
+	const (
+		tryUnknown = iota
+		tryTaken
+		tryRefused
+	)
+	type try struct {
+		key        string
+		call, ret  int64
+		outcome    int
+		proc       string
+		terminated bool
+	}
+	type window struct{ from, to int64 }
+	var (
+		ops      []porcupine.Operation
+		clients  = map[string]int{}
+		tries    = map[[2]string]*try{} // (proc, request ID)
+		byToken  = map[string][]*try{}  // in the order they were sent
+		killedAt = map[string]int64{}
+		acquired = map[string]event{} // token -> its successful acquisition
+		start    = map[string]int64{} // token -> when its successful acquisition can have taken effect
+		until    = map[string]int64{} // token -> the last instant it was promised
+		unknown  = map[string][]window{}
+		last     int64
+	)
+	client := func(proc string) int {
+		id, ok := clients[proc]
+		if !ok {
+			id = len(clients)
+			clients[proc] = id
+		}
+		return id
+	}
+	for _, e := range history {
+		last = max(last, e.Call, e.Return)
+		switch e.Op {
+		case "killed":
+			killedAt[e.Proc] = e.Return
+		case "try":
+			tr := &try{key: e.Key, call: e.Call, proc: e.Proc}
+			tries[[2]string{e.Proc, e.ID}] = tr
+			byToken[e.Token] = append(byToken[e.Token], tr)
+		case "tried":
+			if tr := tries[[2]string{e.Proc, e.ID}]; tr != nil {
+				tr.ret, tr.terminated = e.Return, true
+				switch {
+				case e.OK:
+					tr.outcome = tryTaken
+				case !e.Maybe:
+					tr.outcome = tryRefused
+				}
+			}
+		case "acquire":
+			if e.OK {
+				acquired[e.Token] = e
+				until[e.Token] = max(until[e.Token], e.Until)
+			}
+		case "promise":
+			until[e.Token] = max(until[e.Token], e.Until)
+		}
+	}
+	for _, tr := range tries {
+		if !tr.terminated {
+			tr.ret = last + 1
+			if k, ok := killedAt[tr.proc]; ok {
+				tr.ret = max(tr.call, min(tr.ret, k+int64(killMargin)))
+			}
+		}
+	}
+	for token, trs := range byToken {
+		sort.Slice(trs, func(i, j int) bool { return trs[i].call < trs[j].call })
+		run := 0 // the first try after the last refused one
+		for i, tr := range trs {
+			if tr.outcome == tryRefused {
+				run = i + 1
+			}
+		}
+		_, ok := acquired[token]
+		for i, tr := range trs {
+			switch {
+			case ok && i == run:
+				start[token] = tr.call
+			case ok && i > run, tr.outcome == tryRefused:
+			default:
+				unknown[tr.key] = append(unknown[tr.key], window{tr.call, tr.ret})
+			}
+		}
+	}
+	begins := func(a event) int64 {
+		if t, ok := start[a.Token]; ok && t >= a.Call {
+			return t
+		}
+		return a.Call // no tries recorded: the whole call
+	}
+	excused := func(rel event) bool {
+		a, ok := acquired[rel.Token]
+		if !ok {
+			return true // its acquisition is not in the history
+		}
+		if u := until[rel.Token]; u != 0 && rel.Call >= u {
+			return true // called after its lease's last promise: it may have expired
+		}
+		from := begins(a)
+		for _, w := range unknown[rel.Key] {
+			if w.from <= rel.Return && w.to >= from {
+				return true
+			}
+		}
+		for _, e := range history {
+			if e.Op == "forcerelease" && e.Key == rel.Key && e.Call <= rel.Return && e.Return >= from {
+				return true // an operator force-released it (ForceRelease is also an operation)
+			}
+		}
+		return false
+	}
+	for _, e := range history {
+		switch {
+		case e.Op == "acquire" && e.OK:
+			ops = append(ops, porcupine.Operation{
+				ClientId: client(e.Proc),
+				Input:    lockInput{op: "acquire", key: e.Key, token: e.Token},
+				Call:     begins(e), Output: lockOutput{ok: true, fence: e.Fence}, Return: e.Return,
+			})
+		case e.Op == "release":
+			ops = append(ops, porcupine.Operation{
+				ClientId: client(e.Proc),
+				Input:    lockInput{op: "release", key: e.Key, token: e.Token, excused: !e.OK && excused(e)},
+				Call:     e.Call, Output: lockOutput{ok: e.OK}, Return: e.Return,
+			})
+		case e.Op == "forcerelease" && e.OK:
+			ops = append(ops, porcupine.Operation{
+				ClientId: client(e.Proc),
+				Input:    lockInput{op: "forcerelease", key: e.Key},
+				Call:     e.Call, Output: lockOutput{ok: true, fence: e.Fence}, Return: e.Return,
+			})
+		}
+	}
+	return ops
+}
+
+// checkLinearizable checks the acquisitions and releases with porcupine.
+func checkLinearizable(t *testing.T, history []event) []string {
+	ops := historyOps(history)
+	result, info := porcupine.CheckOperationsVerbose(lockModel, ops, linearizabilityBudget())
+	switch result {
+	case porcupine.Ok:
+		refused, excused := 0, 0
+		for _, op := range ops {
+			if in := op.Input.(lockInput); in.op == "release" && !op.Output.(lockOutput).ok {
+				refused++
+				if in.excused {
+					excused++
+				}
+			}
+		}
+		t.Logf("linearizable: %d operations (%d refused releases, %d of them excused)", len(ops), refused, excused)
+		return nil
+	case porcupine.Unknown:
+		t.Logf("linearizability undecided: porcupine ran out of its %v budget on %d operations", linearizabilityBudget(), len(ops))
+		return nil
+	}
+	path := filepath.Join(os.TempDir(), fmt.Sprintf("mongolock-linearizability-%d.html", time.Now().UnixNano()))
+	if err := porcupine.VisualizePath(lockModel, info, path); err != nil {
+		path = "(visualization failed: " + err.Error() + ")"
+	}
+	return []string{fmt.Sprintf("the history of %d operations is not linearizable; porcupine's visualization: %s", len(ops), path)}
+}
+
+// TestExclusionCheck: the exclusion check accepts what the contract
+// allows — a holder starved past its ExpiresAt, a take-over after the
+// holder saw Lost, a force-release — and rejects two entitled holders.
+func TestExclusionCheck(t *testing.T) {
+	acq := func(proc string, ret, until, fence int64) event {
+		return event{Proc: proc, Op: "acquire", Kind: "lease", Key: "k", Token: proc, Owner: proc, Call: ret - 1, Return: ret, OK: true, Fence: fence, Until: until}
+	}
+	promise := func(proc string, atT, until, fence int64) event {
+		return event{Proc: proc, Op: "promise", Key: "k", Token: proc, At: atT, Until: until, Fence: fence}
+	}
+	tests := []struct {
+		name    string
+		history []event
+		ok      bool
+	}{
+		{"one after the other's expiry", []event{acq("a", 10, 100, 1), acq("b", 100, 200, 2)}, true},
+		{"overlap", []event{acq("a", 10, 100, 1), acq("b", 90, 200, 2)}, false},
+		{"overlap with an older fence arriving late", []event{acq("a", 10, 100, 2), acq("b", 50, 200, 1)}, false},
+		{"a promise after a renewal", []event{acq("a", 10, 100, 1), promise("a", 95, 300, 1), acq("b", 150, 400, 2)}, false},
+		{"a starved holder whose acquisition came back past its expiry", []event{acq("a", 150, 100, 1), acq("b", 120, 300, 2)}, true},
+		{"released first", []event{acq("a", 10, 100, 1), {Proc: "a", Op: "release", Key: "k", Token: "a", Call: 40, Return: 45, OK: true}, acq("b", 50, 200, 2)}, true},
+		{"saw Lost first", []event{acq("a", 10, 100, 1), {Proc: "a", Op: "lost", Key: "k", Token: "a", Return: 40}, acq("b", 50, 200, 2)}, true},
+		{"force-released", []event{acq("a", 10, 100, 1), {Proc: "op", Op: "forcerelease", Key: "k", Call: 40, Return: 45, OK: true, Fence: 1, Owner: "a"}, acq("b", 50, 200, 2)}, true},
+		{"force-released someone else", []event{acq("a", 10, 100, 1), {Proc: "op", Op: "forcerelease", Key: "k", Call: 40, Return: 45, OK: true, Fence: 7, Owner: "z"}, acq("b", 50, 200, 2)}, false},
+		{"a Python holder until its expiry", []event{{Proc: "py", Op: "acquire", Kind: "py", Key: "k", Token: "py:x", Return: 10, OK: true, Until: 100}, acq("b", 50, 200, 2)}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			problems := checkExclusion(tt.history)
+			if ok := len(problems) == 0; ok != tt.ok {
+				t.Fatalf("checkExclusion = %v; want ok=%v", problems, tt.ok)
+			}
+		})
+	}
+}
+
+// TestLinearizabilityModel: the checker accepts what a correct lock may do
+// (including a takeover by a try whose outcome is unknown, or whose process
+// was killed) and rejects what it must not.
+func TestLinearizabilityModel(t *testing.T) {
+	acq := func(proc string, call, ret, fence int64) event {
+		return event{Proc: proc, Op: "acquire", Kind: "lease", Key: "k", Token: proc, Call: call, Return: ret, OK: true, Fence: fence}
+	}
+	rel := func(proc string, call, ret int64, ok bool) event {
+		return event{Proc: proc, Op: "release", Key: "k", Token: proc, Call: call, Return: ret, OK: ok}
+	}
+	try := func(proc, id, key string, call int64) event {
+		return event{Proc: proc, Op: "try", ID: id, Key: key, Token: proc, Call: call}
+	}
+	const (
+		taken = iota
+		refused
+		unknown
+	)
+	tried := func(proc, id string, ret int64, outcome int) event {
+		return event{Proc: proc, Op: "tried", ID: id, Return: ret, OK: outcome == taken, Maybe: outcome == unknown}
+	}
+	py := func(proc string, call, ret int64) event {
+		return event{Proc: proc, Op: "acquire", Kind: "py", Key: "k", Token: proc, Call: call, Return: ret, OK: true}
+	}
+	margin := int64(killMargin)
+	tests := []struct {
+		name    string
+		history []event
+		ok      bool
+	}{
+		{"acquire, release, acquire", []event{acq("a", 0, 1, 10), rel("a", 2, 3, true), acq("b", 4, 5, 11)}, true},
+		{"takeover after expiry, old holder's release refused", []event{acq("a", 0, 1, 10), acq("b", 2, 3, 11), rel("a", 4, 5, false)}, true},
+		{"overlapping acquisitions order by fence", []event{acq("a", 0, 10, 12), acq("b", 1, 2, 11)}, true},
+		{"a killed process's try took over", []event{
+			acq("a", 0, 1, 10), try("k", "1", "k", 2), {Proc: "k", Op: "killed", Return: 3}, rel("a", 4, 5, false),
+		}, true},
+		{"a try with an unknown outcome took over", []event{
+			acq("a", 0, 1, 10), try("m", "1", "k", 2), tried("m", "1", 3, unknown), rel("a", 4, 5, false),
+		}, true},
+		{"a try with an unknown outcome did nothing", []event{
+			acq("a", 0, 1, 10), try("m", "1", "k", 2), tried("m", "1", 3, unknown), rel("a", 4, 5, true),
+		}, true},
+		{"a try that took the lock and gave it back", []event{
+			acq("a", 0, 1, 10), try("m", "1", "k", 2), tried("m", "1", 3, taken), rel("a", 4, 5, false),
+		}, true},
+		{"an earlier run of tries of an acquisition that succeeded later", []event{
+			acq("x", 0, 1, 10),
+			try("t", "1", "k", 2), tried("t", "1", 3, unknown),
+			rel("x", 3, 4, false),
+			try("t", "2", "k", 5), tried("t", "2", 6, refused),
+			try("t", "3", "k", 7), tried("t", "3", 8, taken),
+			acq("t", 2, 9, 11),
+		}, true},
+		{"a release refused after the lease's expiry", []event{
+			{Proc: "a", Op: "acquire", Kind: "lease", Key: "k", Token: "a", Call: 0, Return: 1, OK: true, Fence: 10, Until: 3}, rel("a", 4, 5, false),
+		}, true},
+		{"force-released, then the holder's release is refused", []event{
+			acq("a", 0, 1, 10), {Proc: "op", Op: "forcerelease", Key: "k", Call: 2, Return: 3, OK: true, Fence: 10}, rel("a", 4, 5, false), acq("b", 6, 7, 11),
+		}, true},
+		{"fences rise across a Python acquisition", []event{
+			acq("a", 0, 1, 10), rel("a", 2, 3, true), py("p", 4, 5), rel("p", 6, 7, true), acq("b", 8, 9, 11),
+		}, true},
+		{"fence fell across a Python acquisition", []event{
+			acq("a", 0, 1, 10), rel("a", 2, 3, true), py("p", 4, 5), rel("p", 6, 7, true), acq("b", 8, 9, 9),
+		}, false},
+		{"fence did not rise", []event{acq("a", 0, 1, 10), acq("b", 2, 3, 10)}, false},
+		{"fence fell", []event{acq("a", 0, 1, 10), rel("a", 2, 3, true), acq("b", 4, 5, 9)}, false},
+		{"release by a non-holder succeeded", []event{acq("a", 0, 1, 10), rel("b", 2, 3, true)}, false},
+		{"holder's release refused with nobody else around", []event{acq("a", 0, 1, 10), rel("a", 2, 3, false)}, false},
+		{"a refused try is no excuse", []event{
+			acq("a", 0, 1, 10), try("r", "1", "k", 2), tried("r", "1", 3, refused), rel("a", 4, 5, false),
+		}, false},
+		{"a try that ended before the acquisition is no excuse", []event{
+			try("m", "1", "k", 0), tried("m", "1", 1, unknown), acq("a", 2, 3, 10), rel("a", 4, 5, false),
+		}, false},
+		{"a try cut short by a kill long before is no excuse", []event{
+			try("k", "1", "k", 0), {Proc: "k", Op: "killed", Return: 1},
+			acq("a", margin+2, margin+3, 10), rel("a", margin+4, margin+5, false),
+		}, false},
+		{"a try on another key is no excuse", []event{
+			acq("a", 0, 1, 10), try("m", "1", "other", 2), tried("m", "1", 3, unknown), rel("a", 4, 5, false),
+		}, false},
+		{"an acquisition starts at its last run of tries, not while it waited", []event{
+			try("a", "1", "k", 0), tried("a", "1", 1, refused),
+			try("m", "1", "k", 2), tried("m", "1", 3, unknown),
+			try("a", "2", "k", 8), tried("a", "2", 9, taken),
+			acq("a", 0, 10, 10),
+			rel("a", 11, 12, false),
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := porcupine.CheckOperations(lockModel, historyOps(tt.history))
+			if got != tt.ok {
+				t.Fatalf("linearizable = %v; want %v", got, tt.ok)
+			}
+		})
+	}
+}

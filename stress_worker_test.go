@@ -1,0 +1,510 @@
+package mongolock
+
+// The stress harness's child process (TestStressWorker): its actors and
+// what they record.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	driverevent "go.mongodb.org/mongo-driver/v2/event"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver"
+)
+
+// stressWorker is one child process's shared state.
+type stressWorker struct {
+	t      *testing.T
+	name   string
+	skew   time.Duration
+	opts   []Option
+	mc     *mongo.Client
+	c      *Client
+	mon    *tryLog
+	stalls *stallMeter
+	until  time.Time
+
+	hmu  sync.Mutex
+	hist *os.File
+}
+
+func (w *stressWorker) record(e event) {
+	e.Proc = w.name
+	b, _ := json.Marshal(e)
+	w.hmu.Lock()
+	_, _ = w.hist.Write(append(b, '\n')) // one write per line: a SIGKILL loses at most the line in flight
+	w.hmu.Unlock()
+}
+
+func (w *stressWorker) problem(format string, a ...any) {
+	w.record(event{Op: "problem", Why: fmt.Sprintf(format, a...)})
+}
+
+func now() int64 { return time.Now().UnixNano() }
+
+// TestStressWorker is a child process of the harness, not a test.
+func TestStressWorker(t *testing.T) {
+	if os.Getenv(stressWorkerE) != "1" {
+		t.Skip("child process of TestStress")
+	}
+	skew, _ := time.ParseDuration(os.Getenv("STRESS_SKEW"))
+	goroutines, _ := strconv.Atoi(os.Getenv("STRESS_GOROUTINES"))
+	untilNS, _ := strconv.ParseInt(os.Getenv("STRESS_UNTIL"), 10, 64)
+	seed, _ := strconv.ParseUint(os.Getenv("STRESS_SEED"), 10, 64)
+
+	w := &stressWorker{t: t, name: os.Getenv("STRESS_NAME"), skew: skew, until: time.Unix(0, untilNS)}
+	w.opts = []Option{
+		WithDatabase(os.Getenv("STRESS_DB")), WithRetryInterval(20 * time.Millisecond),
+		WithMaxClockError(stressMaxClockError),
+		// Sample often, so that the nemesis's hello delays move the
+		// estimates to the edges of their bounds.
+		WithClockRefresh(500 * time.Millisecond),
+		withLocalClock(func() time.Time { return time.Now().Add(skew) }),
+	}
+	if os.Getenv("STRESS_BROKEN") == "true" {
+		w.opts = append(w.opts, withBrokenClientClockExpiry())
+	}
+	var err error
+	w.hist, err = os.OpenFile(os.Getenv("STRESS_HISTORY"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.hist.Close()
+	w.mon = newTryLog(w.record)
+	w.mc, err = mongo.Connect(options.Client().ApplyURI(os.Getenv("STRESS_URI")).SetMonitor(w.mon.monitor()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.mc.Disconnect(context.Background())
+	if w.c, err = New(w.mc, w.opts...); err != nil {
+		t.Fatal(err)
+	}
+	defer w.c.Close(context.Background())
+	w.stalls = newStallMeter()
+	defer w.stalls.stop()
+
+	var wg sync.WaitGroup
+	for g := 0; g < goroutines; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.run(g, rand.New(rand.NewPCG(seed, uint64(g))))
+		}()
+	}
+	wg.Wait()
+}
+
+// run is one goroutine's loop: it picks an actor at random until the run
+// ends.
+func (w *stressWorker) run(g int, rng *rand.Rand) {
+	conn, err := net.Dial("unix", os.Getenv("STRESS_SOCK"))
+	if err != nil {
+		w.t.Error(err)
+		return
+	}
+	defer conn.Close()
+	res := &resourceConn{conn: conn, replies: bufio.NewScanner(conn)}
+	for n := 0; time.Now().Before(w.until); n++ {
+		key := stressKeys[rng.IntN(len(stressKeys)-1)]
+		if rng.IntN(10) == 0 {
+			key = stressKeys[len(stressKeys)-1]
+		}
+		switch r := rng.IntN(100); {
+		case r < 60:
+			w.lease(rng, key, res)
+		case r < 75:
+			w.seed(rng, key, fmt.Sprintf("%s-seed-%d-%d", w.name, g, n))
+		case r < 90:
+			w.python(rng, key, fmt.Sprintf("py-%s-%d-%d", w.name, g, n))
+		default:
+			w.closer(rng, fmt.Sprintf("%s-closer-%d-%d", w.name, g, n))
+		}
+	}
+}
+
+// resourceConn is a goroutine's connection to the fenced resource.
+type resourceConn struct {
+	conn    net.Conn
+	replies *bufio.Scanner
+}
+
+func (r *resourceConn) write(key, token string, fence, sent int64) bool {
+	fmt.Fprintf(r.conn, "%s %d %s %d\n", key, fence, token, sent)
+	return r.replies.Scan()
+}
+
+// lease takes a lease (kept alive, or now and then not), renews it by hand
+// at random (racing keep-alive), writes to the resource only after checking
+// that it may (Lost open, before ExpiresAt), and releases it.
+func (w *stressWorker) lease(rng *rand.Rand, key string, res *resourceConn) {
+	ctx := context.Background()
+	// Expiries off the millisecond, so stored times are rounded.
+	opts := []LockOption{Expire(stressExpire + time.Duration(rng.IntN(1000))*time.Microsecond), Timeout(time.Second)}
+	if rng.IntN(7) == 0 {
+		opts = append(opts, KeepAlive(false))
+	}
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	call := now()
+	l, err := w.c.Acquire(actx, key, opts...)
+	ret := now()
+	cancel()
+	if err != nil {
+		w.record(event{Op: "acquire", Kind: "lease", Key: key, Call: call, Return: ret})
+		return
+	}
+	w.record(event{Op: "acquire", Kind: "lease", Key: key, Token: l.Token(), Owner: l.Owner(), Call: call, Return: ret, OK: true, Fence: l.Fence(), Until: untilOf(l)})
+
+	for range 1 + rng.IntN(3) {
+		if rng.IntN(3) == 0 {
+			d := 300*time.Millisecond + time.Duration(rng.IntN(1700))*time.Millisecond + time.Duration(rng.IntN(1000))*time.Microsecond
+			rctx, cancel := context.WithTimeout(ctx, time.Second)
+			_ = l.Renew(rctx, d)
+			cancel()
+		}
+		// The contract: act only while Lost is open and before ExpiresAt.
+		at := now()
+		select {
+		case <-l.Lost():
+		default:
+			if until := untilOf(l); at < until {
+				w.record(event{Op: "promise", Key: key, Token: l.Token(), Fence: l.Fence(), At: at, Until: until})
+				if !res.write(key, l.Token(), l.Fence(), at) {
+					return
+				}
+			}
+		}
+		time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
+	}
+	select {
+	case <-l.Lost():
+		w.record(event{Op: "lost", Key: key, Token: l.Token(), Return: w.lostAt(l), Expiry: untilOf(l), Why: fmt.Sprint(l.Err()), Stall: w.stalls.worst()})
+	default:
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	call = now()
+	err = l.Release(rctx)
+	ret = now()
+	cancel()
+	w.recordRelease(key, l.Token(), call, ret, err)
+}
+
+// recordRelease records a release: done or refused (for the model), or,
+// when its outcome is unknown, only that the holder stopped acting.
+func (w *stressWorker) recordRelease(key, token string, call, ret int64, err error) {
+	if err == nil || errors.Is(err, ErrNotHeld) {
+		w.record(event{Op: "release", Key: key, Token: token, Call: call, Return: ret, OK: err == nil})
+		return
+	}
+	w.record(event{Op: "stop", Key: key, Token: token, Call: call, Return: ret, Why: err.Error()})
+}
+
+// untilOf is l's ExpiresAt in unix ns (the end of time if it never expires).
+func untilOf(l *Lease) int64 {
+	e := l.ExpiresAt()
+	if e.IsZero() {
+		return math.MaxInt64
+	}
+	return e.UnixNano()
+}
+
+// seed takes the lock with the owner-named API, touches it now and then,
+// and releases it.
+func (w *stressWorker) seed(rng *rand.Rand, key, owner string) {
+	ctx := context.Background()
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	call := now()
+	ok, err := w.c.Lock(actx, key, owner, Expire(stressExpire+time.Duration(rng.IntN(1000))*time.Microsecond), Timeout(500*time.Millisecond))
+	ret := now()
+	cancel()
+	if err != nil || !ok {
+		return
+	}
+	token := w.mon.tokenOf(owner)
+	w.record(event{Op: "acquire", Kind: "seed", Key: key, Token: token, Owner: owner, Call: call, Return: ret, OK: true})
+	if rng.IntN(2) == 0 {
+		tctx, cancel := context.WithTimeout(ctx, time.Second)
+		_ = w.c.Touch(tctx, key, owner, time.Duration(200+rng.IntN(800))*time.Millisecond)
+		cancel()
+	}
+	time.Sleep(time.Duration(rng.IntN(50)) * time.Millisecond)
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	call = now()
+	err = w.c.Release(rctx, key, owner)
+	ret = now()
+	cancel()
+	w.recordRelease(key, token, call, ret, err)
+}
+
+// python takes the lock the way the Python package does (insert, or
+// replace a released or expired document whole, dropping the fence; its
+// own clock, here the test server's), holds it a moment and releases it
+// (replacing the document whole again).
+func (w *stressWorker) python(rng *rand.Rand, key, owner string) {
+	coll := w.mc.Database(os.Getenv("STRESS_DB")).Collection(DefaultCollection)
+	token := "py:" + owner
+	expire := 300*time.Millisecond + time.Duration(rng.IntN(1000))*time.Microsecond
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	id := "py-" + owner
+	call := now()
+	w.record(event{Op: "try", ID: id, Key: key, Token: token, Owner: owner, Call: call})
+	lockedAt := time.Now().UTC()
+	expireAt := lockedAt.Add(expire)
+	doc := bson.D{{Key: "locked", Value: true}, {Key: "owner", Value: owner}, {Key: "created", Value: lockedAt}, {Key: "expire", Value: expireAt}}
+	_, err := coll.InsertOne(ctx, append(bson.D{{Key: "_id", Value: key}}, doc...))
+	ok := err == nil
+	if mongo.IsDuplicateKeyError(err) {
+		var r *mongo.UpdateResult
+		r, err = coll.ReplaceOne(ctx, bson.D{{Key: "$or", Value: bson.A{
+			bson.D{{Key: "_id", Value: key}, {Key: "locked", Value: false}},
+			bson.D{{Key: "_id", Value: key}, {Key: "expire", Value: bson.D{{Key: "$lt", Value: lockedAt}}}},
+		}}}, doc)
+		ok = err == nil && r.MatchedCount == 1
+	}
+	ret := now()
+	w.record(event{Op: "tried", ID: id, Return: ret, OK: ok, Maybe: err != nil})
+	if !ok {
+		return
+	}
+	// Stored expiries have milliseconds: the lock ends at the stored one.
+	w.record(event{Op: "acquire", Kind: "py", Key: key, Token: token, Owner: owner, Call: call, Return: ret, OK: true,
+		Until: expireAt.Truncate(time.Millisecond).UnixNano()})
+	time.Sleep(time.Duration(rng.IntN(80)) * time.Millisecond)
+	call = now()
+	err = coll.FindOneAndReplace(ctx, bson.D{{Key: "_id", Value: key}, {Key: "owner", Value: owner}},
+		bson.D{{Key: "locked", Value: false}, {Key: "owner", Value: nil}, {Key: "created", Value: nil}, {Key: "expire", Value: nil}}).Err()
+	ret = now()
+	switch {
+	case err == nil:
+		w.record(event{Op: "release", Key: key, Token: token, Call: call, Return: ret, OK: true})
+	case errors.Is(err, mongo.ErrNoDocuments):
+		w.record(event{Op: "release", Key: key, Token: token, Call: call, Return: ret})
+	default:
+		w.record(event{Op: "stop", Key: key, Token: token, Call: call, Return: ret, Why: err.Error()})
+	}
+}
+
+// closer makes a Client of its own, starts a few acquisitions, and closes
+// the Client while they are in flight. Leases handed out are released by
+// Close; an acquisition that lands during Close gives the lock back. Once
+// Close returns nil, nothing it took may be held — checked for every
+// acquisition that sent a single request (a resent one may still be on its
+// way and land later: the network's delay, documented).
+func (w *stressWorker) closer(rng *rand.Rand, owner string) {
+	c, err := New(w.mc, w.opts...)
+	if err != nil {
+		w.problem("New: %v", err)
+		return
+	}
+	type result struct {
+		key, owner string
+		l          *Lease
+		call, ret  int64
+		until      int64
+	}
+	k := 1 + rng.IntN(3)
+	results := make([]result, k)
+	var wg sync.WaitGroup
+	for i := range k {
+		results[i] = result{key: stressKeys[rng.IntN(len(stressKeys))], owner: fmt.Sprintf("%s-%d", owner, i)}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := &results[i]
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			r.call = now()
+			l, err := c.Acquire(ctx, r.key, Owner(r.owner), Expire(stressExpire), Timeout(200*time.Millisecond))
+			r.ret = now()
+			if err == nil {
+				r.l, r.until = l, untilOf(l)
+			}
+		}()
+	}
+	time.Sleep(time.Duration(rng.IntN(30)) * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	call := now()
+	cerr := c.Close(ctx)
+	ret := now()
+	cancel()
+	wg.Wait()
+	for _, r := range results {
+		if r.l == nil {
+			continue
+		}
+		w.record(event{Op: "acquire", Kind: "closer", Key: r.key, Token: r.l.Token(), Owner: r.owner, Call: r.call, Return: r.ret, OK: true, Fence: r.l.Fence(), Until: r.until})
+		if cerr == nil {
+			w.record(event{Op: "release", Key: r.key, Token: r.l.Token(), Call: call, Return: ret, OK: true})
+		} else {
+			w.record(event{Op: "stop", Key: r.key, Token: r.l.Token(), Call: call, Return: ret, Why: cerr.Error()})
+		}
+	}
+	if cerr != nil {
+		return
+	}
+	coll := w.mc.Database(os.Getenv("STRESS_DB")).Collection(DefaultCollection)
+	for _, r := range results {
+		if w.mon.triesOf(r.owner) != 1 {
+			continue
+		}
+		qctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		raw, err := coll.FindOne(qctx, bson.D{{Key: fieldKey, Value: r.key}, {Key: fieldOwner, Value: r.owner}, {Key: fieldLocked, Value: true}}).Raw()
+		cancel()
+		if err == nil {
+			w.problem("key %q is held by %q after its Client's Close returned nil: %v", r.key, r.owner, raw)
+		}
+	}
+}
+
+// lostAt is when the lease's Lost channel closed, in real unix ns (the
+// lease records it on the Client's local clock, which runs skew ahead).
+func (w *stressWorker) lostAt(l *Lease) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lostAt.IsZero() {
+		return math.MaxInt64
+	}
+	return l.lostAt.Add(-w.skew).UnixNano()
+}
+
+// tryLog records every findAndModify the library sends (each is one try of
+// an acquisition, see store.acquire) through the driver's command monitor:
+// a "try" line before it is sent and a "tried" line with its outcome —
+// taken, refused (a duplicate key: the lock is held, nothing was written),
+// or unknown (any other failure: it may have been applied). A try cut
+// short by SIGKILL has no "tried" line. It also remembers, per owner name,
+// how many tries were sent and the token of the last one taken.
+type tryLog struct {
+	record func(event)
+
+	mu     sync.Mutex
+	tries  map[string]int    // owner -> tries sent
+	tokens map[string]string // owner -> token of its last try taken
+	owners map[int64]string  // request ID -> owner, until it ends
+	toks   map[int64]string  // request ID -> token, until it ends
+}
+
+func newTryLog(record func(event)) *tryLog {
+	return &tryLog{record: record, tries: map[string]int{}, tokens: map[string]string{}, owners: map[int64]string{}, toks: map[int64]string{}}
+}
+
+func (m *tryLog) tokenOf(owner string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.tokens[owner]
+}
+
+func (m *tryLog) triesOf(owner string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.tries[owner]
+}
+
+func (m *tryLog) monitor() *driverevent.CommandMonitor {
+	const cmd = "findAndModify"
+	id := func(n int64) string { return strconv.FormatInt(n, 10) }
+	return &driverevent.CommandMonitor{
+		Started: func(_ context.Context, e *driverevent.CommandStartedEvent) {
+			if e.CommandName != cmd {
+				return
+			}
+			key, _ := e.Command.Lookup("query", fieldKey).StringValueOK()
+			token, _ := e.Command.Lookup("update", "$set", fieldToken).StringValueOK()
+			owner, _ := e.Command.Lookup("update", "$set", fieldOwner).StringValueOK()
+			m.mu.Lock()
+			m.tries[owner]++
+			m.owners[e.RequestID], m.toks[e.RequestID] = owner, token
+			m.mu.Unlock()
+			m.record(event{Op: "try", ID: id(e.RequestID), Key: key, Token: token, Owner: owner, Call: now()})
+		},
+		Succeeded: func(_ context.Context, e *driverevent.CommandSucceededEvent) {
+			if e.CommandName != cmd {
+				return
+			}
+			m.mu.Lock()
+			if owner, ok := m.owners[e.RequestID]; ok {
+				m.tokens[owner] = m.toks[e.RequestID]
+			}
+			delete(m.owners, e.RequestID)
+			delete(m.toks, e.RequestID)
+			m.mu.Unlock()
+			m.record(event{Op: "tried", ID: id(e.RequestID), Return: now(), OK: true})
+		},
+		Failed: func(_ context.Context, e *driverevent.CommandFailedEvent) {
+			if e.CommandName != cmd {
+				return
+			}
+			m.mu.Lock()
+			delete(m.owners, e.RequestID)
+			delete(m.toks, e.RequestID)
+			m.mu.Unlock()
+			var de driver.Error
+			refused := errors.As(e.Failure, &de) && de.Code == 11000
+			m.record(event{Op: "tried", ID: id(e.RequestID), Return: now(), Maybe: !refused})
+		},
+	}
+}
+
+// stallMeter measures how late this process's goroutines get scheduled: a
+// goroutine sleeps 5ms at a time and records by how much it overslept.
+type stallMeter struct {
+	mu    sync.Mutex
+	marks []stall
+	done  chan struct{}
+	wg    sync.WaitGroup
+}
+
+type stall struct {
+	at    time.Time
+	extra time.Duration
+}
+
+func newStallMeter() *stallMeter {
+	m := &stallMeter{done: make(chan struct{})}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		for {
+			t := time.Now()
+			select {
+			case <-m.done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if extra := time.Since(t) - 5*time.Millisecond; extra > 2*time.Millisecond {
+				m.mu.Lock()
+				m.marks = append(m.marks, stall{time.Now(), extra})
+				m.mu.Unlock()
+			}
+		}
+	}()
+	return m
+}
+
+// worst is the longest stall in the last two seconds, in ns.
+func (m *stallMeter) worst() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var w time.Duration
+	for _, s := range m.marks {
+		if time.Since(s.at) < 2*time.Second && s.extra > w {
+			w = s.extra
+		}
+	}
+	return int64(w)
+}
+
+func (m *stallMeter) stop() { close(m.done); m.wg.Wait() }
