@@ -43,6 +43,7 @@ type event struct {
 //	acquire       an acquisition returned (OK) or failed; a lease's Until is its ExpiresAt then
 //	promise       a holder checked Lost and ExpiresAt before acting: it may act from At until Until
 //	release       a release (OK: succeeded; refused releases have OK false); Close's releases too
+//	releasing     a holder is about to call release: it stopped acting at Call (also if killed before it returns)
 //	stop          a release whose outcome is unknown: the holder stopped acting at Call
 //	lost          a holder saw Lost closed (Return: when it closed)
 //	try, tried    a findAndModify (an acquisition's attempt) was sent, and its outcome
@@ -66,7 +67,9 @@ type write struct {
 // (on this machine's clock, which is the test server's) or its release.
 // An entitlement ends early when its holder calls release (or Close does),
 // sees Lost, or an operator force-releases it (the one case where the
-// library lets another in while the holder may still act). No two
+// library lets another in while the holder may still act). A holder killed
+// by the nemesis keeps its entitlement unless it had begun to release: the
+// server must go on excluding others until its promised instant. No two
 // holders' entitlements may overlap.
 func checkExclusion(history []event) []string {
 	type span struct {
@@ -147,7 +150,7 @@ func entitlementEnds(history []event) map[string]int64 {
 	var acquisitions, forced []event
 	for _, e := range history {
 		switch {
-		case e.Op == "release", e.Op == "stop":
+		case e.Op == "release", e.Op == "releasing", e.Op == "stop":
 			note(e.Token, e.Call)
 		case e.Op == "lost":
 			note(e.Token, e.Return)

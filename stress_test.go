@@ -67,9 +67,10 @@ const (
 	stressWorkerE       = "MONGOLOCK_STRESS_WORKER"
 )
 
-// stressKeys are the contended keys; the last is picked rarely, so that it
-// goes idle long enough to be purged.
-var stressKeys = []string{"alpha", "beta", "gamma"}
+// stressKeys are the contended keys (see pickStressKey: the last two are
+// picked rarely, and delta only in every other four-second window, so that
+// it goes idle long enough to be purged).
+var stressKeys = []string{"alpha", "beta", "gamma", "delta"}
 
 // stressConfig sizes one run.
 type stressConfig struct {

@@ -118,10 +118,7 @@ func (w *stressWorker) run(g int, rng *rand.Rand) {
 	defer conn.Close()
 	res := &resourceConn{conn: conn, replies: bufio.NewScanner(conn)}
 	for n := 0; time.Now().Before(w.until); n++ {
-		key := stressKeys[rng.IntN(len(stressKeys)-1)]
-		if rng.IntN(10) == 0 {
-			key = stressKeys[len(stressKeys)-1]
-		}
+		key := pickStressKey(rng)
 		switch r := rng.IntN(100); {
 		case r < 60:
 			w.lease(rng, key, res)
@@ -133,6 +130,20 @@ func (w *stressWorker) run(g int, rng *rand.Rand) {
 			w.closer(rng, fmt.Sprintf("%s-closer-%d-%d", w.name, g, n))
 		}
 	}
+}
+
+// pickStressKey picks a key: mostly alpha and beta; gamma one time in ten;
+// delta one time in ten too, but only in every other four-second window of
+// the (shared) wall clock, so that it lies idle long enough between windows
+// for the nemesis's Purge to delete it.
+func pickStressKey(rng *rand.Rand) string {
+	if rng.IntN(10) == 0 {
+		if time.Now().Unix()/4%2 == 0 && rng.IntN(2) == 0 {
+			return "delta"
+		}
+		return "gamma"
+	}
+	return stressKeys[rng.IntN(2)]
 }
 
 // resourceConn is a goroutine's connection to the fenced resource.
@@ -195,6 +206,9 @@ func (w *stressWorker) lease(rng *rand.Rand, key string, res *resourceConn) {
 	}
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	call = now()
+	// Recorded before the call: if this process is killed while the
+	// release is in flight, the holder had stopped acting all the same.
+	w.record(event{Op: "releasing", Key: key, Token: l.Token(), Call: call})
 	err = l.Release(rctx)
 	ret = now()
 	cancel()
@@ -284,6 +298,7 @@ func (w *stressWorker) python(rng *rand.Rand, key, owner string) {
 		Until: expireAt.Truncate(time.Millisecond).UnixNano()})
 	time.Sleep(time.Duration(rng.IntN(80)) * time.Millisecond)
 	call = now()
+	w.record(event{Op: "releasing", Key: key, Token: token, Call: call})
 	err = coll.FindOneAndReplace(ctx, bson.D{{Key: "_id", Value: key}, {Key: "owner", Value: owner}},
 		bson.D{{Key: "locked", Value: false}, {Key: "owner", Value: nil}, {Key: "created", Value: nil}, {Key: "expire", Value: nil}}).Err()
 	ret = now()
@@ -319,7 +334,7 @@ func (w *stressWorker) closer(rng *rand.Rand, owner string) {
 	results := make([]result, k)
 	var wg sync.WaitGroup
 	for i := range k {
-		results[i] = result{key: stressKeys[rng.IntN(len(stressKeys))], owner: fmt.Sprintf("%s-%d", owner, i)}
+		results[i] = result{key: pickStressKey(rng), owner: fmt.Sprintf("%s-%d", owner, i)}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
