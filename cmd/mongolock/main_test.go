@@ -77,12 +77,14 @@ func (r result) String() string {
 }
 
 // command returns an exec.Cmd for the binary with args, with env added to
-// this process's environment less MONGOLOCK_URI. It is killed when the
-// test ends.
+// this process's environment less MONGOLOCK_URI, in a session of its own
+// (without the controlling terminal "go test" may have). It is killed when
+// the test ends.
 func command(t *testing.T, env []string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.CommandContext(t.Context(), binary, args...)
 	cmd.WaitDelay = 5 * time.Second
+	detach(cmd)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, envURI+"=") {
 			cmd.Env = append(cmd.Env, kv)
