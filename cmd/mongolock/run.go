@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -106,13 +105,25 @@ writes so that the resource can refuse a late writer. Standard input, output
 and error are COMMAND's; SIGINT, SIGTERM and SIGHUP are forwarded to it.
 
 If the lock is lost while COMMAND runs (it could not be renewed in time, or
-an operator force-released it), COMMAND gets SIGTERM, and SIGKILL (with its
-process group) --kill-grace later; mongolock then exits 70.
+an operator force-released it), COMMAND gets SIGTERM, and SIGKILL (with all
+it started) --kill-grace later; mongolock then exits 70.
 
-Exit codes: COMMAND's own; 128+N if signal N killed it; 75 (or
---conflict-exit-code) if the lock was not acquired; 70 if the lock was lost;
-126/127 if COMMAND could not be executed / was not found; 2 for a usage error;
-1 if the server could not be used.`,
+COMMAND never runs on without mongolock: it runs under a small supervising
+process (mongolock itself), which kills COMMAND and everything it started at
+once if mongolock dies, by any signal, SIGKILL included; stops COMMAND as
+above if mongolock stops renewing the lock (mongolock stopped or stalled)
+once the lock's deadline has passed by 1s; and when COMMAND exits, stops what
+it left running (SIGTERM, SIGKILL --kill-grace later) before the lock is
+released. On Linux this covers descendants that left COMMAND's process group
+or session, or double-forked. Not covered: processes started through another
+program (a service manager, at, ssh), processes of another user (sudo), and,
+if mongolock and the supervising process are both killed, everything.
+
+Exit codes: COMMAND's own; 128+N if signal N killed it (or its supervising
+process); 75 (or --conflict-exit-code) if the lock was not acquired; 70 if
+the lock was lost while COMMAND ran; 126/127 if COMMAND could not be
+executed / was not found; 2 for a usage error; 1 if the server could not be
+used.`,
 		Example: `  # Run the nightly report on one machine only; others exit 75 at once.
   mongolock run --key nightly-report -- ./report.sh --full
 
@@ -150,7 +161,7 @@ Exit codes: COMMAND's own; 128+N if signal N killed it; 75 (or
 	f.DurationVar(&o.expire, "expire", 30*time.Second, "the lock expires this long after its last renewal; it is renewed about every third of it")
 	f.Var(&o.timeout, "timeout", "wait up to this long for the lock (default: one attempt; -1: no limit)")
 	f.DurationVar(&o.minHold, "min-hold", 0, "keep the lock at least this long after it was taken, even if the command ends sooner")
-	f.DurationVar(&o.killGrace, "kill-grace", 5*time.Second, "when the lock is lost, time between SIGTERM and SIGKILL to the command")
+	f.DurationVar(&o.killGrace, "kill-grace", 5*time.Second, "time between SIGTERM and SIGKILL when the command must stop (the lock was lost), and for what it leaves running")
 	f.BoolVar(&o.shell, "shell", false, `run the command through "sh -c" (its words joined by spaces)`)
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "say nothing while waiting or when the lock is held elsewhere")
 	f.IntVarP(&o.conflictExit, "conflict-exit-code", "E", exitConflict, "exit code when the lock is held by someone else (as flock -E)")
@@ -372,69 +383,100 @@ func (a *app) showWaiting(ctx context.Context, c *mongolock.Client, key string) 
 	return func() { cancel(); wg.Wait() }
 }
 
-// supervise runs the command while the lease is held: it forwards sigs,
-// and stops the command if the lease is lost. It returns the exit code to
-// use and whether the lease was lost.
-func (a *app) supervise(o *runOptions, l *mongolock.Lease, argv []string, sigs <-chan os.Signal) (code int, lost bool) {
-	var child *exec.Cmd
-	if o.shell {
-		child = exec.Command("/bin/sh", "-c", strings.Join(argv, " "))
-	} else {
-		child = exec.Command(argv[0], argv[1:]...)
-	}
-	child.Stdin, child.Stdout, child.Stderr = a.io.in, a.io.out, a.io.err
-	child.Env = append(os.Environ(),
-		envKey+"="+l.Key(),
-		envOwner+"="+l.Owner(),
-		envToken+"="+l.Token(),
-		envFence+"="+strconv.FormatInt(l.Fence(), 10),
-	)
-	tty := ownProcessGroup(child)
-	if err := child.Start(); err != nil {
-		code := exitCannotExec
-		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
-			code = exitNotFound
-		}
-		fmt.Fprintf(a.io.err, "mongolock: %v\n", err)
-		return code, false
-	}
-	tty.started()
+// heartbeat is how often "run" passes the lease's deadline on to the
+// supervisor's watchdog (the deadline moves at each renewal, about every
+// third of --expire).
+func heartbeat(expire time.Duration) time.Duration {
+	return min(max(expire/10, 10*time.Millisecond), 500*time.Millisecond)
+}
 
-	waited := make(chan error, 1)
-	go func() { waited <- child.Wait() }()
+// supervise runs the command while the lease is held: it forwards sigs,
+// keeps the supervisor's watchdog informed, and stops the command if the
+// lease is lost. It returns the exit code to use and whether the lease was
+// lost.
+func (a *app) supervise(o *runOptions, l *mongolock.Lease, argv []string, sigs <-chan os.Signal) (code int, lost bool) {
+	if o.shell {
+		argv = []string{"/bin/sh", "-c", strings.Join(argv, " ")}
+	}
+	j, err := startJob(jobSpec{
+		argv: argv,
+		env: append(os.Environ(),
+			envKey+"="+l.Key(),
+			envOwner+"="+l.Owner(),
+			envToken+"="+l.Token(),
+			envFence+"="+strconv.FormatInt(l.Fence(), 10),
+		),
+		stdio:     a.io,
+		killGrace: o.killGrace,
+	})
+	if err != nil {
+		fmt.Fprintf(a.io.err, "mongolock: %v\n", err)
+		return exitCannotExec, false
+	}
+	defer j.close()
+
+	deadline := l.ExpiresAt()
+	j.setDeadline(deadline)
+	tick := time.NewTicker(heartbeat(o.expire))
+	defer tick.Stop()
 
 	lostc := l.Lost()
 	var killc <-chan time.Time
+	// stop stops the command after the lease was lost, for reason.
+	stop := func(reason error) {
+		lostc, lost = nil, true
+		if reason == nil {
+			reason = mongolock.ErrLost
+		}
+		// From now on the watchdog only backs up the kill below.
+		j.setDeadline(time.Now().Add(o.killGrace))
+		if o.killGrace > 0 {
+			fmt.Fprintf(a.io.err, "mongolock: LOST the lock %q while the command was running: %v\n"+
+				"mongolock: stopping the command: SIGTERM now, SIGKILL in %s\n", o.key, reason, o.killGrace)
+			j.signal(syscall.SIGTERM)
+			killc = time.After(o.killGrace)
+		} else {
+			fmt.Fprintf(a.io.err, "mongolock: LOST the lock %q while the command was running: %v\n"+
+				"mongolock: stopping the command: SIGKILL\n", o.key, reason)
+			j.kill()
+		}
+	}
+
 	for {
 		select {
-		case <-waited:
-			tty.restore()
-			if lost {
-				killGroup(child) // whatever the command left behind
+		case ev, ok := <-j.Events():
+			if !ok {
+				return code, lost
 			}
-			return exitCodeOf(child.ProcessState), lost
+			switch ev.kind {
+			case jobFailed, jobDied:
+				fmt.Fprintf(a.io.err, "mongolock: %s\n", ev.text)
+			case jobLeftovers:
+				fmt.Fprintf(a.io.err, "mongolock: the command exited but left processes running: SIGTERM now, SIGKILL in %s\n", o.killGrace)
+			case jobWatchdog:
+				if !lost {
+					lostc, lost = nil, true
+					fmt.Fprintf(a.io.err, "mongolock: LOST the lock %q: it was not renewed in time (mongolock was stopped or stalled)\n"+
+						"mongolock: stopping the command: SIGTERM now, SIGKILL in %s\n", o.key, o.killGrace)
+				}
+			case jobEnded:
+				code = ev.n
+			}
 		case s := <-sigs:
-			_ = child.Process.Signal(s)
+			j.signal(s)
+		case <-tick.C:
+			if lostc != nil {
+				if d := l.ExpiresAt(); !d.Equal(deadline) {
+					deadline = d
+					j.setDeadline(d)
+				}
+			}
 		case <-lostc:
-			lostc, lost = nil, true
-			reason := l.Err()
-			if reason == nil {
-				reason = mongolock.ErrLost
-			}
-			if o.killGrace > 0 {
-				fmt.Fprintf(a.io.err, "mongolock: LOST the lock %q while the command was running: %v\n"+
-					"mongolock: stopping the command: SIGTERM now, SIGKILL in %s\n", o.key, reason, o.killGrace)
-				_ = child.Process.Signal(syscall.SIGTERM)
-				killc = time.After(o.killGrace)
-			} else {
-				fmt.Fprintf(a.io.err, "mongolock: LOST the lock %q while the command was running: %v\n"+
-					"mongolock: stopping the command: SIGKILL\n", o.key, reason)
-				killGroup(child)
-			}
+			stop(l.Err())
 		case <-killc:
 			killc = nil
 			fmt.Fprintf(a.io.err, "mongolock: the command did not stop within %s of SIGTERM: SIGKILL\n", o.killGrace)
-			killGroup(child)
+			j.kill()
 		}
 	}
 }

@@ -1,0 +1,18 @@
+//go:build unix && !linux
+
+package main
+
+import (
+	"errors"
+	"os"
+)
+
+// On these systems the supervising process cannot adopt orphaned
+// descendants nor list its children: it kills the command's process group
+// only, and a descendant that left the group escapes.
+
+func supervisorExecutable() (string, error) { return os.Executable() }
+
+func becomeSubreaper() error { return errors.ErrUnsupported }
+
+func liveChildren(parent int) ([]int, error) { return nil, errors.ErrUnsupported }
