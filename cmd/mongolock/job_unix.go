@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 )
 
@@ -27,7 +28,10 @@ type job struct {
 	events  chan jobEvent // the supervisor's reports; closed once it exited
 	pgid    atomic.Int64  // the command's process group, once started
 
-	tty *os.File // the terminal the command was started in the foreground of, or nil
+	tty        *os.File // the controlling terminal, or nil
+	ownTTY     bool     // tty was opened here (/dev/tty) and is closed at the end
+	canSuspend bool     // a job-control shell can continue mongolock once stopped
+	contc      chan os.Signal
 }
 
 // startJob starts the supervising process, which starts the command once
@@ -48,15 +52,19 @@ func startJob(spec jobSpec) (*job, error) {
 		return nil, fmt.Errorf("starting the command: %w", err)
 	}
 
-	j := &job{control: ctlW, events: make(chan jobEvent, 4)}
+	j := &job{control: ctlW, events: make(chan jobEvent, 4), contc: make(chan os.Signal, 1)}
+	j.tty, j.ownTTY = controllingTerminal()
 	ttyArg := "-"
 	extra := []*os.File{ctlR, repW}
-	if j.tty = foregroundTerminal(); j.tty != nil {
-		// In the terminal's foreground: the command goes there, so that
-		// the terminal's signals (Ctrl-C) reach it, once, and it can read
-		// from the terminal.
-		ttyArg = "tty"
-		extra = append(extra, j.tty)
+	if j.tty != nil {
+		if pg, ok := foreground(int(j.tty.Fd())); ok && pg == syscall.Getpgrp() {
+			// In the terminal's foreground: the command goes there, so
+			// that the terminal's signals (Ctrl-C, Ctrl-Z) reach it, once,
+			// and it can read from the terminal.
+			ttyArg = "tty"
+			extra = append(extra, j.tty)
+		}
+		j.canSuspend = startedByJobControlShell()
 	}
 
 	j.sup = exec.Command(exe, append([]string{supervisorArg, spec.killGrace.String(), ttyArg, "--"}, spec.argv...)...)
@@ -71,15 +79,17 @@ func startJob(spec jobSpec) (*job, error) {
 	if err != nil {
 		ctlW.Close()
 		repR.Close()
+		j.closeTTY()
 		return nil, fmt.Errorf("starting the process that supervises the command: %w", err)
 	}
 	if j.tty != nil {
-		// mongolock is now in the background of the terminal, where
-		// writing to it (its messages) or taking the foreground back
-		// would stop it with SIGTTOU: ignore that signal. The supervisor,
-		// already started, is not affected.
+		// mongolock is now, or may later be, in the background of the
+		// terminal, where writing to it (its messages) or moving its
+		// foreground would stop it with SIGTTOU: ignore that signal. The
+		// supervisor, already started, is not affected.
 		signal.Ignore(syscall.SIGTTOU)
 	}
+	signal.Notify(j.contc, syscall.SIGCONT)
 	go j.readReports(repR)
 	return j, nil
 }
@@ -172,11 +182,63 @@ func (j *job) signal(s os.Signal) {
 // kill kills the command and all its descendants.
 func (j *job) kill() { j.send("kill") }
 
+// suspend stops mongolock as the command was stopped by signal sig, if
+// that is job control at work (Ctrl-Z, or a read from or write to the
+// terminal in the background) and a shell can continue it; it returns
+// once mongolock is continued, true. Otherwise it does nothing and
+// returns false.
+//
+// This is what a shell's job would do: the terminal stopped the command's
+// process group only, and the shell waits for mongolock's. mongolock takes
+// the terminal's foreground back if the command had it, and stops its own
+// process group (itself and the rest of a pipeline) with the same signal.
+// The lock is not renewed while mongolock is stopped.
+func (j *job) suspend(sig int) bool {
+	s := syscall.Signal(sig)
+	if j.tty == nil || !j.canSuspend || (s != syscall.SIGTSTP && s != syscall.SIGTTIN && s != syscall.SIGTTOU) {
+		return false
+	}
+	for len(j.contc) > 0 {
+		<-j.contc
+	}
+	fd := int(j.tty.Fd())
+	if pg, ok := foreground(fd); ok && int64(pg) == j.pgid.Load() {
+		setForeground(fd, syscall.Getpgrp())
+	}
+	if s == syscall.SIGTTOU {
+		s = syscall.SIGTSTP // mongolock ignores SIGTTOU
+	}
+	if signalIgnored(s) {
+		s = syscall.SIGSTOP
+	}
+	_ = syscall.Kill(0, s)
+	<-j.contc // sent by the shell's fg or bg, once mongolock stopped
+	return true
+}
+
+// resume continues the command after mongolock was continued, in the
+// terminal's foreground if mongolock was given it (fg), else in the
+// background (bg).
+func (j *job) resume() {
+	pg := int(j.pgid.Load())
+	if pg <= 0 {
+		return
+	}
+	if j.tty != nil {
+		fd := int(j.tty.Fd())
+		if fg, ok := foreground(fd); ok && fg == syscall.Getpgrp() {
+			setForeground(fd, pg)
+		}
+	}
+	_ = syscall.Kill(-pg, syscall.SIGCONT)
+}
+
 // close ends the job once its events are closed: the supervisor is told
 // to go if it is still there, and the terminal's foreground comes back to
 // mongolock if the command's process group had it.
 func (j *job) close() {
 	_ = j.control.Close()
+	signal.Stop(j.contc)
 	if j.tty != nil {
 		fd := int(j.tty.Fd())
 		if fg, ok := foreground(fd); ok && fg != syscall.Getpgrp() &&
@@ -184,19 +246,42 @@ func (j *job) close() {
 			setForeground(fd, syscall.Getpgrp())
 		}
 	}
+	j.closeTTY()
 }
 
-// foregroundTerminal returns standard input, output or error if it is a
-// terminal whose foreground process group is mongolock's, or nil.
-func foregroundTerminal() *os.File {
+func (j *job) closeTTY() {
+	if j.ownTTY {
+		_ = j.tty.Close()
+	}
+}
+
+// controllingTerminal returns the controlling terminal: standard input,
+// output or error if one of them is it, else /dev/tty opened (owned true).
+// It returns nil if there is none.
+func controllingTerminal() (f *os.File, owned bool) {
 	for _, f := range []*os.File{os.Stdin, os.Stdout, os.Stderr} {
 		fd := int(f.Fd())
-		if !term.IsTerminal(fd) {
-			continue
-		}
-		if pg, ok := foreground(fd); ok && pg == syscall.Getpgrp() {
-			return f
+		if term.IsTerminal(fd) {
+			if _, ok := foreground(fd); ok { // only the controlling terminal has one for us
+				return f, false
+			}
 		}
 	}
-	return nil
+	f, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil {
+		return nil, false
+	}
+	return f, true
+}
+
+// startedByJobControlShell reports whether mongolock's parent is in its
+// session but not its process group, as a job-control shell is. Only
+// then can mongolock stop itself: a shell will continue it (fg, bg), and
+// its process group is not orphaned (where the kernel discards SIGTSTP).
+func startedByJobControlShell() bool {
+	ppid := os.Getppid()
+	psid, err1 := unix.Getsid(ppid)
+	sid, err2 := unix.Getsid(0)
+	ppgrp, err3 := syscall.Getpgid(ppid)
+	return err1 == nil && err2 == nil && err3 == nil && psid == sid && ppgrp != syscall.Getpgrp()
 }

@@ -199,10 +199,37 @@ func newLineReader(r io.Reader) *lineReader {
 // waitFor waits until a line containing s has been read, and returns it.
 func (lr *lineReader) waitFor(t *testing.T, s string, timeout time.Duration) string {
 	t.Helper()
+	return lr.waitForFrom(t, 0, s, timeout)
+}
+
+// count returns how many lines have been read so far.
+func (lr *lineReader) count() int {
+	lr.mu.Lock()
+	defer lr.mu.Unlock()
+	return len(lr.lines)
+}
+
+// hasFrom reports whether a line containing s has been read after the
+// first from lines.
+func (lr *lineReader) hasFrom(from int, s string) bool {
+	lr.mu.Lock()
+	defer lr.mu.Unlock()
+	for _, l := range lr.lines[min(from, len(lr.lines)):] {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitForFrom waits until a line containing s has been read, after the
+// first from lines, and returns it.
+func (lr *lineReader) waitForFrom(t *testing.T, from int, s string, timeout time.Duration) string {
+	t.Helper()
 	deadline := time.After(timeout)
 	for {
 		lr.mu.Lock()
-		for _, l := range lr.lines {
+		for _, l := range lr.lines[min(from, len(lr.lines)):] {
 			if strings.Contains(l, s) {
 				lr.mu.Unlock()
 				return l

@@ -62,6 +62,10 @@ func (j *job) kill() {
 	}
 }
 
+func (j *job) suspend(sig int) bool { return false }
+
+func (j *job) resume() {}
+
 func (j *job) close() {}
 
 func exitCodeOf(ps *os.ProcessState) int { return ps.ExitCode() }

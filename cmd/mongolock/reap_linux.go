@@ -3,10 +3,12 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -54,4 +56,23 @@ func liveChildren(parent int) ([]int, error) {
 		}
 	}
 	return kids, nil
+}
+
+// signalIgnored reports whether this process ignores sig (SIG_IGN), from
+// /proc/self/status. The Go runtime does not know it for signals it does
+// not handle, such as an inherited SIGTSTP.
+func signalIgnored(sig syscall.Signal) bool {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if mask, ok := strings.CutPrefix(sc.Text(), "SigIgn:"); ok {
+			m, err := strconv.ParseUint(strings.TrimSpace(mask), 16, 64)
+			return err == nil && m&(1<<(uint(sig)-1)) != 0
+		}
+	}
+	return false
 }

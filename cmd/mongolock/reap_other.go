@@ -5,6 +5,7 @@ package main
 import (
 	"errors"
 	"os"
+	"syscall"
 )
 
 // On these systems the supervising process cannot adopt orphaned
@@ -16,3 +17,5 @@ func supervisorExecutable() (string, error) { return os.Executable() }
 func becomeSubreaper() error { return errors.ErrUnsupported }
 
 func liveChildren(parent int) ([]int, error) { return nil, errors.ErrUnsupported }
+
+func signalIgnored(sig syscall.Signal) bool { return false }

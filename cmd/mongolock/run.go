@@ -104,6 +104,12 @@ MONGOLOCK_FENCE in its environment; pass MONGOLOCK_FENCE along with its
 writes so that the resource can refuse a late writer. Standard input, output
 and error are COMMAND's; SIGINT, SIGTERM and SIGHUP are forwarded to it.
 
+On a terminal, COMMAND runs in the terminal's foreground, so that Ctrl-C
+reaches it once and it can read from the terminal, and job control works as
+for any command: Ctrl-Z suspends COMMAND and mongolock, fg and bg resume
+them. The lock is not renewed while they are suspended: after longer than
+--expire it is lost, and COMMAND is killed instead of resumed (exit 70).
+
 If the lock is lost while COMMAND runs (it could not be renewed in time, or
 an operator force-released it), COMMAND gets SIGTERM, and SIGKILL (with all
 it started) --kill-grace later; mongolock then exits 70.
@@ -121,7 +127,7 @@ if mongolock and the supervising process are both killed, everything.
 
 Exit codes: COMMAND's own; 128+N if signal N killed it (or its supervising
 process); 75 (or --conflict-exit-code) if the lock was not acquired; 70 if
-the lock was lost while COMMAND ran; 126/127 if COMMAND could not be
+the lock was lost while COMMAND ran or was suspended; 126/127 if COMMAND could not be
 executed / was not found; 2 for a usage error; 1 if the server could not be
 used.`,
 		Example: `  # Run the nightly report on one machine only; others exit 75 at once.
@@ -222,7 +228,7 @@ func (a *app) runLocked(cmd *cobra.Command, o *runOptions, argv []string) error 
 	rerr := lease.Release(ctx)
 	switch {
 	case lost:
-		return exitWith(exitLost, fmt.Errorf("exiting %d: the lock %q was lost while the command ran, and the command was stopped", exitLost, o.key))
+		return exitWith(exitLost, fmt.Errorf("exiting %d: the lock %q was lost; the command is not running any more", exitLost, o.key))
 	case errors.Is(rerr, mongolock.ErrNotHeld):
 		return exitWith(exitLost, fmt.Errorf("the lock %q was no longer held when the command finished (%v): the command's run was not exclusive to the end", o.key, rerr))
 	case rerr != nil:
@@ -391,12 +397,18 @@ func heartbeat(expire time.Duration) time.Duration {
 }
 
 // supervise runs the command while the lease is held: it forwards sigs,
-// keeps the supervisor's watchdog informed, and stops the command if the
-// lease is lost. It returns the exit code to use and whether the lease was
+// keeps the supervisor's watchdog informed, suspends and resumes with the
+// command under job control, and stops the command if the lease is lost.
+// It returns the exit code to use and whether the lease was
 // lost.
 func (a *app) supervise(o *runOptions, l *mongolock.Lease, argv []string, sigs <-chan os.Signal) (code int, lost bool) {
 	if o.shell {
 		argv = []string{"/bin/sh", "-c", strings.Join(argv, " ")}
+	}
+	// mongolock may have been stopped (Ctrl-Z) since it took the lock.
+	if err := leaseGone(l); err != nil {
+		fmt.Fprintf(a.io.err, "mongolock: LOST the lock %q before the command started: %v; the command was not run\n", o.key, err)
+		return exitLost, true
 	}
 	j, err := startJob(jobSpec{
 		argv: argv,
@@ -459,6 +471,20 @@ func (a *app) supervise(o *runOptions, l *mongolock.Lease, argv []string, sigs <
 					fmt.Fprintf(a.io.err, "mongolock: LOST the lock %q: it was not renewed in time (mongolock was stopped or stalled)\n"+
 						"mongolock: stopping the command: SIGTERM now, SIGKILL in %s\n", o.key, o.killGrace)
 				}
+			case jobStopped:
+				if !lost && j.suspend(ev.n) {
+					// Continued (fg, bg). The lock was not renewed while
+					// mongolock was stopped: resume the command only if
+					// it is still held.
+					if err := leaseGone(l); err != nil {
+						lostc, lost = nil, true
+						fmt.Fprintf(a.io.err, "mongolock: LOST the lock %q while the command was suspended: %v\n"+
+							"mongolock: killing the command instead of resuming it\n", o.key, err)
+						j.kill()
+					} else {
+						j.resume()
+					}
+				}
 			case jobEnded:
 				code = ev.n
 			}
@@ -479,6 +505,24 @@ func (a *app) supervise(o *runOptions, l *mongolock.Lease, argv []string, sigs <
 			j.kill()
 		}
 	}
+}
+
+// leaseGone returns why l can no longer be counted on: it was lost, or its
+// local deadline has passed (its keep-alive may not have noticed yet, after
+// mongolock was stopped). It returns nil while l is held.
+func leaseGone(l *mongolock.Lease) error {
+	select {
+	case <-l.Lost():
+		if err := l.Err(); err != nil {
+			return err
+		}
+		return mongolock.ErrLost
+	default:
+	}
+	if d := l.ExpiresAt(); !d.IsZero() && !time.Now().Before(d) {
+		return fmt.Errorf("%w: not renewed while mongolock was stopped; its deadline passed %s ago", mongolock.ErrLost, fmtDuration(time.Since(d)))
+	}
+	return nil
 }
 
 // isTerminal reports whether w is a terminal.
