@@ -281,8 +281,11 @@ loop:
 		}
 	}
 
-	if errors.Is(context.Cause(ctx), errOutputGone) {
+	switch {
+	case errors.Is(context.Cause(ctx), errOutputGone):
 		return exitWith(exitOutputGone, nil) // nobody reads a report any more
+	case out.err != nil:
+		return failure(fmt.Errorf("writing the demo's output: %w", out.err))
 	}
 	ok := a.demoReport(out, check, workers, killed, time.Since(start))
 	switch {
@@ -454,7 +457,8 @@ var errOutputGone = errors.New("standard output was closed")
 const exitOutputGone = 128 + 13
 
 // demoOutput is the demo's standard output: the first failed write ends
-// the demo (gone), and later writes are dropped.
+// the demo (gone, with errOutputGone if the reader went away), and later
+// writes are dropped.
 type demoOutput struct {
 	w    io.Writer
 	gone context.CancelCauseFunc
@@ -468,7 +472,11 @@ func (o *demoOutput) Write(p []byte) (int, error) {
 	n, err := o.w.Write(p)
 	if err != nil {
 		o.err = err
-		o.gone(errOutputGone)
+		if errors.Is(err, syscall.EPIPE) {
+			o.gone(errOutputGone)
+		} else {
+			o.gone(err)
+		}
 	}
 	return n, err
 }

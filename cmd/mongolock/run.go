@@ -123,13 +123,14 @@ it left running (SIGTERM, SIGKILL --kill-grace later) before the lock is
 released. On Linux this covers descendants that left COMMAND's process group
 or session, or double-forked. Not covered: processes started through another
 program (a service manager, at, ssh), processes of another user (sudo), and,
-if mongolock and the supervising process are both killed, everything.
+if the supervising process itself is killed, what left COMMAND's process
+group (everything, if mongolock is killed with it).
 
 Exit codes: COMMAND's own; 128+N if signal N killed it (or its supervising
 process); 75 (or --conflict-exit-code) if the lock was not acquired; 70 if
-the lock was lost while COMMAND ran or was suspended; 126/127 if COMMAND could not be
-executed / was not found; 2 for a usage error; 1 if the server could not be
-used.`,
+the lock was lost while COMMAND ran or was suspended; 126/127 if COMMAND
+could not be executed / was not found; 2 for a usage error; 1 if the server
+could not be used.`,
 		Example: `  # Run the nightly report on one machine only; others exit 75 at once.
   mongolock run --key nightly-report -- ./report.sh --full
 
