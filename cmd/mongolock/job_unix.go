@@ -64,7 +64,7 @@ func startJob(spec jobSpec) (*job, error) {
 			ttyArg = "tty"
 			extra = append(extra, j.tty)
 		}
-		j.canSuspend = startedByJobControlShell()
+		j.canSuspend = groupHasShell()
 	}
 
 	j.sup = exec.Command(exe, append([]string{supervisorArg, spec.killGrace.String(), ttyArg, "--"}, spec.argv...)...)
@@ -274,14 +274,30 @@ func controllingTerminal() (f *os.File, owned bool) {
 	return f, true
 }
 
-// startedByJobControlShell reports whether mongolock's parent is in its
-// session but not its process group, as a job-control shell is. Only
-// then can mongolock stop itself: a shell will continue it (fg, bg), and
-// its process group is not orphaned (where the kernel discards SIGTSTP).
-func startedByJobControlShell() bool {
-	ppid := os.Getppid()
-	psid, err1 := unix.Getsid(ppid)
-	sid, err2 := unix.Getsid(0)
-	ppgrp, err3 := syscall.Getpgid(ppid)
-	return err1 == nil && err2 == nil && err3 == nil && psid == sid && ppgrp != syscall.Getpgrp()
+// groupHasShell reports whether an ancestor of mongolock in its process
+// group has its parent in the same session but another process group, as
+// a job-control shell is to its job (mongolock itself, or a script that
+// started mongolock). Only then can mongolock stop its process group: a
+// shell will continue it (fg, bg), and the group is not orphaned, where
+// the kernel discards SIGTSTP.
+func groupHasShell() bool {
+	sid, err := unix.Getsid(0)
+	if err != nil {
+		return false
+	}
+	pgrp := syscall.Getpgrp()
+	for p, depth := os.Getppid(), 0; p > 1 && depth < 64; depth++ {
+		psid, err1 := unix.Getsid(p)
+		ppgrp, err2 := syscall.Getpgid(p)
+		if err1 != nil || err2 != nil || psid != sid {
+			return false
+		}
+		if ppgrp != pgrp {
+			return true
+		}
+		if p, err = parentOf(p); err != nil {
+			return false
+		}
+	}
+	return false
 }

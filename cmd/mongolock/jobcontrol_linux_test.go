@@ -98,7 +98,13 @@ func shellQuote(words []string) string {
 func jobProcs(t *testing.T, marker string, cond func(run, sup, cmd proc) bool, what string) (run, sup, cmd proc) {
 	t.Helper()
 	waitProcs(t, marker, 20*time.Second, what, func(ps []proc) bool {
-		r, s, c := containing(ps, " run --key "), containing(ps, supervisorArg), withPrefix(ps, "sh -c")
+		r, s := withPrefix(ps, binary+" run --key "), containing(ps, supervisorArg)
+		var c []proc // the command, not a script around mongolock
+		for _, p := range withPrefix(ps, "sh -c") {
+			if !strings.Contains(p.cmdline, binary) {
+				c = append(c, p)
+			}
+		}
 		if len(r) != 1 || len(s) != 1 || len(c) != 1 {
 			return false
 		}
@@ -113,18 +119,22 @@ func jobProcs(t *testing.T, marker string, cond func(run, sup, cmd proc) bool, w
 // the command in the terminal's foreground; bg resumes it in the
 // background, where reading the terminal suspends the job again ("Stopped
 // (tty input)"). Also when the command's standard input, output and error
-// are not the terminal and it opens /dev/tty itself.
+// are not the terminal and it opens /dev/tty itself, and when mongolock
+// runs in a script, where Ctrl-Z suspends the script's whole job.
 func TestRunJobControl(t *testing.T) {
 	t.Parallel()
 	srv, flags := server(t)
 	c := newClient(t, srv)
+	const script = `echo "ready-$((1+1))"; read a; echo "got-$a"; read b; echo "got-$b"`
 	tests := []struct {
 		name   string
 		script string
-		redir  string
+		redir  string // appended to mongolock's command line
+		inSh   bool   // mongolock runs in a script (sh -c), in the script's process group
 	}{
-		{"on the terminal", `echo "ready-$((1+1))"; read a; echo "got-$a"; read b; echo "got-$b"`, ""},
-		{"through /dev/tty", `exec </dev/tty >/dev/tty; echo "ready-$((1+1))"; read a; echo "got-$a"; read b; echo "got-$b"`, " </dev/null >/dev/null 2>&1"},
+		{"on the terminal", script, "", false},
+		{"through /dev/tty", `exec </dev/tty >/dev/tty; ` + script, " </dev/null >/dev/null 2>&1", false},
+		{"in a script", script, "", true},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -133,7 +143,11 @@ func TestRunJobControl(t *testing.T) {
 			marker := markerEnv(t)
 			t.Cleanup(func() { killMarked(t, marker) })
 			sh := startShell(t, marker)
-			sh.typeLine(t, shellQuote(args([]string{binary, "run", "--key", key}, flags, []string{"--", "sh", "-c", tt.script}))+tt.redir)
+			line := shellQuote(args([]string{binary, "run", "--key", key}, flags, []string{"--", "sh", "-c", tt.script})) + tt.redir
+			if tt.inSh {
+				line = shellQuote([]string{"sh", "-c", line + `; echo "script-$((1+1))"`})
+			}
+			sh.typeLine(t, line)
 			sh.out.waitFor(t, "ready-2", 30*time.Second)
 
 			// Ctrl-Z: the command and mongolock stop, the supervisor does
@@ -170,6 +184,9 @@ func TestRunJobControl(t *testing.T) {
 			sh.typeLine(t, "fg")
 			sh.typeLine(t, "two")
 			sh.out.waitFor(t, "got-two", 20*time.Second)
+			if tt.inSh {
+				sh.out.waitFor(t, "script-2", 20*time.Second)
+			}
 			sh.typeLine(t, `echo "status=$?" | tr = :`)
 			if line := sh.out.waitFor(t, "status:", 20*time.Second); !strings.HasSuffix(strings.TrimSpace(line), "status:0") {
 				t.Errorf("the job ended with %q; want status:0", line)

@@ -18,4 +18,12 @@ func becomeSubreaper() error { return errors.ErrUnsupported }
 
 func liveChildren(parent int) ([]int, error) { return nil, errors.ErrUnsupported }
 
+// parentOf knows this process's parent only.
+func parentOf(pid int) (int, error) {
+	if pid == os.Getpid() {
+		return os.Getppid(), nil
+	}
+	return 0, errors.ErrUnsupported
+}
+
 func signalIgnored(sig syscall.Signal) bool { return false }
