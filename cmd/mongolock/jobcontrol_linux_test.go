@@ -120,7 +120,7 @@ func jobProcs(t *testing.T, marker string, cond func(run, sup, cmd proc) bool, w
 // background, where reading the terminal suspends the job again ("Stopped
 // (tty input)"). Also when the command's standard input, output and error
 // are not the terminal and it opens /dev/tty itself, and when mongolock
-// runs in a script, where Ctrl-Z suspends the script's whole job.
+// runs in a script or a pipeline, where Ctrl-Z suspends the whole job.
 func TestRunJobControl(t *testing.T) {
 	t.Parallel()
 	srv, flags := server(t)
@@ -135,6 +135,7 @@ func TestRunJobControl(t *testing.T) {
 		{"on the terminal", script, "", false},
 		{"through /dev/tty", `exec </dev/tty >/dev/tty; ` + script, " </dev/null >/dev/null 2>&1", false},
 		{"in a script", script, "", true},
+		{"in a pipeline", script, " | cat", false},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
