@@ -26,7 +26,7 @@ func TestDemoWorkersDieWithDemo(t *testing.T) {
 				sh.Env = append(sh.Env, kv)
 			}
 		}
-		sh.Env = append(sh.Env, marker)
+		sh.Env = append(sh.Env, marker, "TMPDIR="+t.TempDir())
 		out, err := sh.Output()
 		if err != nil {
 			t.Fatalf("%v\n%s", err, out)
@@ -40,7 +40,9 @@ func TestDemoWorkersDieWithDemo(t *testing.T) {
 		t.Parallel()
 		marker := markerEnv(t)
 		t.Cleanup(func() { killMarked(t, marker) })
-		p := startBinary(t, []string{marker}, "demo", "--workers", "3", "--duration", "30s")
+		// Killed, the demo cannot remove its temporary directories: they go
+		// in the test's.
+		p := startBinary(t, []string{marker, "TMPDIR=" + t.TempDir()}, "demo", "--workers", "3", "--duration", "30s")
 		p.stdout.waitFor(t, "has the lock", time.Minute)
 		ps := waitProcs(t, marker, 20*time.Second, "three demo workers", func(ps []proc) bool {
 			return len(containing(ps, " demo-worker ")) == 3
