@@ -43,6 +43,7 @@ func TestUsageErrors(t *testing.T) {
 		{"run with a negative kill grace", []string{"run", "--key", key, "--kill-grace", "-1s", "--", "true"}, "--kill-grace"},
 		{"run with an exit code out of range", []string{"run", "--key", key, "-E", "300", "--", "true"}, "between 0 and 255"},
 		{"run with an empty key", []string{"run", "--key", "", "--", "true"}, "--key must not be empty"},
+		{"a zero connect timeout", []string{"status", "--connect-timeout", "0s"}, "--connect-timeout must be positive"},
 		{"status with two keys", []string{"status", key, "other"}, "at most one KEY"},
 		{"status with key and prefix", []string{"status", key, "--prefix", "p"}, "not both"},
 		{"release without owner or force", []string{"release", key}, "--owner OWNER"},

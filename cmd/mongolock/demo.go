@@ -124,7 +124,7 @@ func (a *app) demo(cmd *cobra.Command, o *demoOptions) error {
 		uri = a.getenv(envURI)
 	}
 	if uri != "" {
-		if err := checkURI(uri); err != nil {
+		if _, err := parseURI(uri); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "Using the server at %s\n", mongolock.RedactURI(uri))
@@ -150,7 +150,7 @@ func (a *app) demo(cmd *cobra.Command, o *demoOptions) error {
 	if err != nil {
 		return err
 	}
-	defer closeClient(c)
+	defer c.close()
 	key := "mongolock-demo-" + randomHex(4)
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

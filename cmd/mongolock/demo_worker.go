@@ -87,7 +87,7 @@ func (a *app) demoWorker(cmd *cobra.Command, o *workerOptions) error {
 		}
 		return err
 	}
-	defer closeClient(c)
+	defer c.close()
 
 	for n := 1; ; n++ {
 		l, err := c.Acquire(stop, o.key, mongolock.Owner(o.id), mongolock.Expire(o.expire))

@@ -107,8 +107,8 @@ UNSAFE or a check could not run; 2 for a usage error.`,
 			if err != nil {
 				return err
 			}
-			defer closeClient(c)
-			return a.doctor(ctx, c, uri, probeTime)
+			defer c.close()
+			return a.doctor(ctx, c.Client, uri, probeTime)
 		},
 	}
 	cmd.Flags().DurationVar(&probeTime, "probe-time", 3*time.Second, "how long the atomicity probe runs at most (it stops at the first violation)")

@@ -302,3 +302,10 @@ func (s *started) wait(t *testing.T, timeout time.Duration) result {
 	r.stdout, r.stderr = s.stdout.String(), s.stderr.String()
 	return r
 }
+
+// closeLockClient closes a lock client a test connected itself.
+func closeLockClient(c *mongolock.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = c.Close(ctx)
+}

@@ -57,14 +57,14 @@ used; 2 for a usage error (then no lock is touched).`,
 			if err != nil {
 				return err
 			}
-			defer closeClient(c)
+			defer c.close()
 
 			if force {
-				return a.forceRelease(ctx, c, key)
+				return a.forceRelease(ctx, c.Client, key)
 			}
 			err = c.Release(ctx, key, owner)
 			if errors.Is(err, mongolock.ErrNotHeld) {
-				return failure(fmt.Errorf("the lock %q is not held by %q: %s; nothing released", key, owner, currentHolder(ctx, c, key)))
+				return failure(fmt.Errorf("the lock %q is not held by %q: %s; nothing released", key, owner, currentHolder(ctx, c.Client, key)))
 			}
 			if err != nil {
 				return failure(err)

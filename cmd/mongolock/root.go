@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
 
 	"github.com/mongolock/mongolock"
 )
@@ -31,10 +30,6 @@ const (
 // envURI names the variable read when --uri is absent.
 const envURI = "MONGOLOCK_URI"
 
-// connectTimeout bounds connecting to the server (the driver's server
-// selection included).
-const connectTimeout = 15 * time.Second
-
 // stdio is where a command reads and writes; tests replace it.
 type stdio struct {
 	in       io.Reader
@@ -47,9 +42,10 @@ type app struct {
 	io     stdio
 	getenv func(string) string
 
-	uri        string
-	database   string
-	collection string
+	uri            string
+	database       string
+	collection     string
+	connectTimeout time.Duration
 }
 
 // exitError ends a command with an exit code. err, if not nil, is printed
@@ -81,6 +77,42 @@ func failure(err error) error {
 	}
 	return &exitError{code: exitFailure, err: err}
 }
+
+// message is err's text for standard error, where "mongolock: " comes
+// first once: the library's errors start with it too, and so do those it
+// wraps ("mongolock: acquiring \"k\": mongolock: lock lost").
+func message(err error) string {
+	return withoutTopology(libraryPrefix.ReplaceAllString(err.Error(), "$1"))
+}
+
+// withoutTopology removes the driver's dump of its view of the deployment
+// (", current topology: { ... }") from an error's text: it is for
+// debugging the driver, and connectError says what matters in it.
+func withoutTopology(s string) string {
+	const marker = ", current topology: {"
+	for {
+		i := strings.Index(s, marker)
+		if i < 0 {
+			return s
+		}
+		depth, end := 0, len(s)
+		for j := i + len(marker) - 1; j < len(s); j++ {
+			if s[j] == '{' {
+				depth++
+			} else if s[j] == '}' {
+				if depth--; depth == 0 {
+					end = j + 1
+					break
+				}
+			}
+		}
+		s = s[:i] + s[end:]
+	}
+}
+
+// libraryPrefix matches the library's "mongolock: " at the start of an
+// error's text or of a wrapped error's (after ": ").
+var libraryPrefix = regexp.MustCompile(`(^|: )(?:mongolock: )+`)
 
 // exitWith ends with code, printing err if it is not nil.
 func exitWith(code int, err error) error { return &exitError{code: code, err: err} }
@@ -117,7 +149,7 @@ func executeRoot(root *cobra.Command, sio stdio, args []string) int {
 		ee = &exitError{code: exitUsage, err: err, usage: true}
 	}
 	if ee.err != nil {
-		fmt.Fprintf(sio.err, "mongolock: %v\n", ee.err)
+		fmt.Fprintf(sio.err, "mongolock: %s\n", message(ee.err))
 	}
 	if ee.usage && cmd != nil {
 		fmt.Fprintf(sio.err, "\n%s", cmd.UsageString())
@@ -134,7 +166,9 @@ clears locks, checks whether a deployment is safe for locking, and runs a
 local MongoDB-compatible server and a demonstration.
 
 The server comes from --uri, or from the MONGOLOCK_URI environment variable
-when --uri is absent. Passwords in URIs are never printed.
+when --uri is absent. Passwords in URIs are never printed. Connecting gives
+up after --connect-timeout (10s), or a command's --timeout when that is
+shorter; a malformed connection string is a usage error (exit 2) at once.
 
 New here? Run "mongolock demo": it starts its own server and shows several
 processes sharing one lock.`,
@@ -151,6 +185,9 @@ processes sharing one lock.`,
 			return usageError("no command given")
 		},
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			return a.checkGlobalFlags()
+		},
 	}
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return &exitError{code: exitUsage, err: err, usage: true}
@@ -160,6 +197,7 @@ processes sharing one lock.`,
 	pf.StringVar(&a.uri, "uri", "", "MongoDB connection string (default: $"+envURI+")")
 	pf.StringVar(&a.database, "database", mongolock.DefaultDatabase, "database that holds the lock collection")
 	pf.StringVar(&a.collection, "collection", mongolock.DefaultCollection, "collection that holds the locks")
+	pf.DurationVar(&a.connectTimeout, "connect-timeout", defaultConnectTimeout, "give up connecting to the server after this long (a command's --timeout, if shorter, bounds it too)")
 
 	root.AddCommand(
 		a.runCommand(),
@@ -174,9 +212,17 @@ processes sharing one lock.`,
 	return root
 }
 
+// checkGlobalFlags checks the flags every command has.
+func (a *app) checkGlobalFlags() error {
+	if a.connectTimeout <= 0 {
+		return usageError("--connect-timeout must be positive, got %v", a.connectTimeout)
+	}
+	return nil
+}
+
 // serverURI returns the URI to connect to: --uri if given, else
-// $MONGOLOCK_URI. Without either it is a usage error that says how to give
-// one.
+// $MONGOLOCK_URI, checked by parseURI. Without either it is a usage error
+// that says how to give one.
 func (a *app) serverURI(cmd *cobra.Command) (string, error) {
 	uri := a.uri
 	if !cmd.Flags().Changed("uri") {
@@ -187,78 +233,21 @@ func (a *app) serverURI(cmd *cobra.Command) (string, error) {
 			"no MongoDB server given: pass --uri mongodb://HOST:PORT or set %s.\n"+
 				"For a local server to try things on, run \"mongolock devserver\" in another terminal", envURI)}
 	}
-	if err := checkURI(uri); err != nil {
+	if _, err := parseURI(uri); err != nil {
 		return "", err
 	}
 	return uri, nil
 }
 
-// checkURI reports a connection string that does not parse as a usage
-// error, without its password.
-func checkURI(uri string) error {
-	if _, err := connstring.ParseAndValidate(uri); err != nil {
-		return &exitError{code: exitUsage, err: fmt.Errorf("invalid connection string %s: %v",
-			mongolock.RedactURI(uri), redact(err.Error(), uri))}
-	}
-	return nil
-}
-
-// redact removes uri's password from text.
-func redact(text, uri string) string {
-	u, err := url.Parse(uri)
-	if err != nil || u.User == nil {
-		return text
-	}
-	if pw, ok := u.User.Password(); ok && pw != "" {
-		text = strings.ReplaceAll(text, pw, "xxxxx")
-		text = strings.ReplaceAll(text, url.QueryEscape(pw), "xxxxx")
-	}
-	return text
-}
-
-// connect connects a lock client to the server of cmd's flags. The
-// returned client must be closed.
-func (a *app) connect(ctx context.Context, cmd *cobra.Command, opts ...mongolock.Option) (*mongolock.Client, string, error) {
+// connect connects a lock client to the server of cmd's flags (see
+// connectURI). The returned connection must be closed.
+func (a *app) connect(ctx context.Context, cmd *cobra.Command, opts ...mongolock.Option) (*conn, string, error) {
 	uri, err := a.serverURI(cmd)
 	if err != nil {
 		return nil, "", err
 	}
 	c, err := a.connectURI(ctx, uri, opts...)
 	return c, uri, err
-}
-
-// connectURI connects a lock client to uri, with the --database and
-// --collection flags.
-func (a *app) connectURI(ctx context.Context, uri string, opts ...mongolock.Option) (*mongolock.Client, error) {
-	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
-	defer cancel()
-	opts = append([]mongolock.Option{
-		mongolock.WithDatabase(a.database),
-		mongolock.WithCollection(a.collection),
-	}, opts...)
-	c, err := mongolock.Connect(ctx, uri, opts...)
-	if err != nil {
-		return nil, failure(redactErr(err, uri))
-	}
-	return c, nil
-}
-
-// redactErr returns err, or an error with the same text less uri's
-// password if the text contained it. (The library already redacts its own
-// errors; this guards the driver's.)
-func redactErr(err error, uri string) error {
-	if s := redact(err.Error(), uri); s != err.Error() {
-		return errors.New(s)
-	}
-	return err
-}
-
-// closeClient closes c, bounded in time; errors are of no use to the user
-// at that point.
-func closeClient(c *mongolock.Client) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = c.Close(ctx)
 }
 
 // checkKey rejects an empty key before any server is contacted.

@@ -209,7 +209,7 @@ func (a *app) runLocked(cmd *cobra.Command, o *runOptions, argv []string) error 
 
 	c, lease, err := a.acquireInterruptibly(o, uri, sigs)
 	if c != nil {
-		defer closeClient(c)
+		defer c.close()
 	}
 	if err != nil {
 		return err
@@ -242,25 +242,32 @@ func (a *app) runLocked(cmd *cobra.Command, o *runOptions, argv []string) error 
 }
 
 // acquireInterruptibly connects and takes the lock, giving up when one of
-// sigs arrives. On success the client and lease are returned; the client
-// is also returned with some errors, to be closed.
-func (a *app) acquireInterruptibly(o *runOptions, uri string, sigs <-chan os.Signal) (*mongolock.Client, *mongolock.Lease, error) {
+// sigs arrives. --timeout bounds the whole wait, connecting included. On
+// success the connection and lease are returned; the connection is also
+// returned with some errors, to be closed.
+func (a *app) acquireInterruptibly(o *runOptions, uri string, sigs <-chan os.Signal) (*conn, *mongolock.Lease, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	start := time.Now()
 
 	type result struct {
-		c   *mongolock.Client
+		c   *conn
 		l   *mongolock.Lease
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		c, err := a.connectURI(ctx, uri)
+		cctx, ccancel := ctx, context.CancelFunc(func() {})
+		if o.timeout.d > 0 {
+			cctx, ccancel = context.WithDeadline(ctx, start.Add(o.timeout.d))
+		}
+		c, err := a.connectURI(cctx, uri)
+		ccancel()
 		if err != nil {
 			done <- result{err: err}
 			return
 		}
-		l, err := a.acquire(ctx, c, o)
+		l, err := a.acquire(ctx, c, o, start)
 		done <- result{c: c, l: l, err: err}
 	}()
 
@@ -279,9 +286,10 @@ func (a *app) acquireInterruptibly(o *runOptions, uri string, sigs <-chan os.Sig
 	}
 }
 
-// acquire takes the lock as o says: one attempt, a bounded wait or an
-// unbounded one, telling a terminal who holds it while it waits.
-func (a *app) acquire(ctx context.Context, c *mongolock.Client, o *runOptions) (*mongolock.Lease, error) {
+// acquire takes the lock as o says: one attempt, a wait bounded by
+// --timeout counted from start, or an unbounded one, telling a terminal
+// who holds it while it waits.
+func (a *app) acquire(ctx context.Context, c *conn, o *runOptions, start time.Time) (*mongolock.Lease, error) {
 	opts := []mongolock.LockOption{mongolock.Expire(o.expire)}
 	if o.owner != "" {
 		opts = append(opts, mongolock.Owner(o.owner))
@@ -294,13 +302,14 @@ func (a *app) acquire(ctx context.Context, c *mongolock.Client, o *runOptions) (
 		l   *mongolock.Lease
 		err error
 	)
-	if o.timeout.forever || o.timeout.d > 0 {
-		if o.timeout.d > 0 {
-			opts = append(opts, mongolock.Timeout(o.timeout.d))
+	wait := o.timeout.d - time.Since(start) // what is left of --timeout after connecting
+	if o.timeout.forever || wait > 0 {
+		if !o.timeout.forever {
+			opts = append(opts, mongolock.Timeout(wait))
 		}
 		stop := func() {}
 		if !o.quiet && isTerminal(a.io.err) {
-			stop = a.showWaiting(ctx, c, o.key)
+			stop = a.showWaiting(ctx, c.Client, o.key)
 		}
 		l, err = c.Acquire(ctx, o.key, opts...)
 		stop()
@@ -314,7 +323,7 @@ func (a *app) acquire(ctx context.Context, c *mongolock.Client, o *runOptions) (
 		if o.quiet {
 			return nil, exitWith(o.conflictExit, nil)
 		}
-		return nil, exitWith(o.conflictExit, fmt.Errorf("%s; the command was not run", describeHolder(ctx, c, locked)))
+		return nil, exitWith(o.conflictExit, fmt.Errorf("%s; the command was not run", describeHolder(ctx, c.Client, locked)))
 	case err != nil:
 		return nil, failure(err)
 	}
