@@ -139,6 +139,11 @@ func FuzzFlags(f *testing.F) {
 		{2, "k\n--force\n--uri=mongodb://u:sec%zzret@h/"},
 		{5, "--uri\nmongodb://app:hunter2@db1/?replicaSet=rs0&w=bogus"},
 		{0, "--key\nk\n--uri\nmongodb+srv://u:s3cr3t@h1,h2/\n--\ntrue"},
+		{0, "nightly-report\n-n\n--\n./report.sh"},
+		{0, "backup\n-w\n10\n--verbose\n--\n./backup.sh"},
+		{0, "k\n--timeout\n-5s\n--\ntrue"},
+		{0, "k\n-n\n-w\n1\n--\ntrue"},
+		{0, "k\n--key\nj\n--\ntrue"},
 	}
 	for _, s := range seeds {
 		f.Add(s.cmd, s.line)
@@ -188,7 +193,7 @@ func FuzzFlags(f *testing.F) {
 			if reached != "" && reached != "version" && !strings.Contains(stderr, "invalid connection string") {
 				// The command's own checks passed; what stopped it must
 				// be the guard's URI, or one of its own usage errors.
-				if !strings.Contains(stderr, "must") && !strings.Contains(stderr, "demo-worker needs") {
+				if !strings.Contains(stderr, "must") && !strings.Contains(stderr, "not both") && !strings.Contains(stderr, "demo-worker needs") {
 					t.Fatalf("exit 2 after the command's checks, but not from checkURI: %s", desc)
 				}
 			}

@@ -260,10 +260,19 @@ type started struct {
 	res            result
 }
 
-// startBinary starts the binary and reads its output as it comes.
+// startBinary starts the binary, with /dev/null as its standard input,
+// and reads its output as it comes.
 func startBinary(t *testing.T, env []string, args ...string) *started {
 	t.Helper()
+	return startBinaryInput(t, nil, env, args...)
+}
+
+// startBinaryInput is startBinary with stdin as standard input (nil:
+// /dev/null).
+func startBinaryInput(t *testing.T, stdin io.Reader, env []string, args ...string) *started {
+	t.Helper()
 	cmd := command(t, env, args...)
+	cmd.Stdin = stdin
 	outR, outW := io.Pipe()
 	errR, errW := io.Pipe()
 	cmd.Stdout, cmd.Stderr = outW, errW
