@@ -45,6 +45,10 @@ func TestUsageErrors(t *testing.T) {
 		{"run with -n and a wait", []string{"run", key, "-n", "-w", "5", "--", "true"}, "not both"},
 		{"run with --timeout and --wait", []string{"run", key, "--timeout", "5s", "--wait", "5s", "--", "true"}, "not both"},
 		{"run with --quiet and --verbose", []string{"run", key, "--quiet", "--verbose", "--", "true"}, "not both"},
+		{"lock without a key", []string{"lock"}, "no lock key given"},
+		{"lock with two keys", []string{"lock", key, "other"}, `unexpected argument "other"`},
+		{"lock with an empty key", []string{"lock", ""}, "must not be empty"},
+		{"lock with a negative timeout", []string{"lock", key, "--timeout", "-3s"}, "must not be negative"},
 		{"run with an unknown flag", []string{"run", "--key", key, "--bogus", "--", "true"}, "unknown flag: --bogus"},
 		{"run with a zero expiry", []string{"run", "--key", key, "--expire", "0s", "--", "true"}, "--expire must be at least 1ms"},
 		{"run with a bad timeout", []string{"run", "--key", key, "--timeout", "soon", "--", "true"}, "-1 to wait without limit"},
@@ -93,6 +97,7 @@ func TestNoServerGiven(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
 		{"run", "--key", "k", "--", "true"},
+		{"lock", "k"},
 		{"status"},
 		{"release", "k", "--force"},
 		{"doctor"},
@@ -172,7 +177,7 @@ func TestVersion(t *testing.T) {
 // their exit codes.
 func TestHelp(t *testing.T) {
 	t.Parallel()
-	for _, cmd := range []string{"run", "status", "release", "devserver", "demo", "doctor", "version"} {
+	for _, cmd := range []string{"run", "lock", "status", "release", "devserver", "demo", "doctor", "version"} {
 		t.Run(cmd, func(t *testing.T) {
 			code, stdout, stderr := runInProcess(nil, cmd, "--help")
 			if code != 0 {

@@ -12,7 +12,7 @@ import (
 
 // fuzzCommands are the commands FuzzFlags picks from (the hidden
 // demo-worker is guarded too, though no input can select it).
-var fuzzCommands = []string{"run", "status", "release", "devserver", "demo", "doctor", "version"}
+var fuzzCommands = []string{"run", "status", "release", "devserver", "demo", "doctor", "version", "lock"}
 
 // fuzzURI is what FuzzFlags forces --uri to once a command's own checks
 // have passed: it is not a connection string (no scheme), so checkURI
@@ -144,6 +144,11 @@ func FuzzFlags(f *testing.F) {
 		{0, "k\n--timeout\n-5s\n--\ntrue"},
 		{0, "k\n-n\n-w\n1\n--\ntrue"},
 		{0, "k\n--key\nj\n--\ntrue"},
+		{7, "k"},
+		{7, "k\n--json\n-w\n-1"},
+		{7, ""},
+		{7, "k\nj"},
+		{7, "k\n--quiet\n--verbose"},
 	}
 	for _, s := range seeds {
 		f.Add(s.cmd, s.line)

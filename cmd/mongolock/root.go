@@ -201,6 +201,7 @@ processes sharing one lock.`,
 
 	root.AddCommand(
 		a.runCommand(),
+		a.lockCommand(),
 		a.statusCommand(),
 		a.releaseCommand(),
 		a.devserverCommand(),
