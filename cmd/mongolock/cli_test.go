@@ -195,3 +195,37 @@ func TestHelp(t *testing.T) {
 		t.Errorf("mongolock --help:\n%s", r)
 	}
 }
+
+// Typos get "did you mean" and a short hint, not the whole help.
+func TestTypos(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"statsu"}, []string{`unknown command "statsu"; did you mean status?`, `Run "mongolock --help"`}},
+		{[]string{"relase", "k", "--force"}, []string{"did you mean release?"}},
+		{[]string{"run", "k", "--timout", "5s", "--", "true"}, []string{"unknown flag: --timout; did you mean --timeout?", "Usage: mongolock run KEY", `Run "mongolock run --help"`}},
+		{[]string{"status", "--jsno"}, []string{"did you mean --json?"}},
+		{[]string{"status", "--databse", "x"}, []string{"did you mean --database?"}},
+		{[]string{"run", "k", "ls", "-l"}, []string{"the command and its own flags go after --"}},
+		{nil, []string{"no command given", "commands: demo, devserver, doctor, lock, release, run, status, version"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			t.Parallel()
+			r := runBinary(t, "", nil, tt.args...)
+			if r.code != exitUsage {
+				t.Errorf("exit code %d, want %d", r.code, exitUsage)
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(r.stderr, want) {
+					t.Errorf("stderr does not say %q:\n%s", want, r.stderr)
+				}
+			}
+			if n := strings.Count(r.stderr, "\n"); n > 4 {
+				t.Errorf("%d lines on standard error, want a short hint:\n%s", n, r.stderr)
+			}
+		})
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/mongolock/mongolock"
 )
@@ -152,9 +153,100 @@ func executeRoot(root *cobra.Command, sio stdio, args []string) int {
 		fmt.Fprintf(sio.err, "mongolock: %s\n", message(ee.err))
 	}
 	if ee.usage && cmd != nil {
-		fmt.Fprintf(sio.err, "\n%s", cmd.UsageString())
+		fmt.Fprint(sio.err, shortUsage(cmd))
 	}
 	return ee.code
+}
+
+// shortUsage is what follows a usage error: the command's synopsis and
+// where to read more, not the whole help.
+func shortUsage(cmd *cobra.Command) string {
+	var b strings.Builder
+	if cmd.HasParent() {
+		fmt.Fprintf(&b, "Usage: %s\n", cmd.UseLine())
+	} else {
+		var names []string
+		for _, c := range cmd.Commands() {
+			if c.IsAvailableCommand() {
+				names = append(names, c.Name())
+			}
+		}
+		fmt.Fprintf(&b, "Usage: %s COMMAND [flags]; commands: %s\n", cmd.Name(), strings.Join(names, ", "))
+	}
+	fmt.Fprintf(&b, "Run \"%s --help\" for more.\n", cmd.CommandPath())
+	return b.String()
+}
+
+// unknownCommand is the usage error for an unknown command name, with the
+// commands it may be a typo of.
+func unknownCommand(cmd *cobra.Command, name string) error {
+	if s := cmd.SuggestionsFor(name); len(s) > 0 {
+		return usageError("unknown command %q; did you mean %s?", name, orList(s))
+	}
+	return usageError("unknown command %q", name)
+}
+
+// flagError is the usage error for a flag cobra could not parse, with the
+// flags an unknown one may be a typo of.
+func flagError(cmd *cobra.Command, err error) error {
+	if !cmd.HasParent() && cmd.Flags().NArg() > 0 {
+		// "mongolock relase k --force": the flag is unknown because the
+		// command is.
+		return unknownCommand(cmd, cmd.Flags().Arg(0))
+	}
+	name, unknown := strings.CutPrefix(err.Error(), "unknown flag: --")
+	if !unknown {
+		if strings.HasPrefix(err.Error(), "unknown shorthand flag") && cmd.Name() == "run" {
+			return usageError("%v; the command and its own flags go after --, as in: mongolock run KEY -- COMMAND [ARG...]", err)
+		}
+		return &exitError{code: exitUsage, err: err, usage: true}
+	}
+	var similar []string
+	seen := map[string]bool{}
+	visit := func(f *pflag.Flag) {
+		if f.Hidden || seen[f.Name] {
+			return
+		}
+		seen[f.Name] = true
+		if d := levenshtein(name, f.Name); d <= 2 || len(name) >= 3 && strings.HasPrefix(f.Name, name) {
+			similar = append(similar, "--"+f.Name)
+		}
+	}
+	cmd.Flags().VisitAll(visit)
+	cmd.InheritedFlags().VisitAll(visit)
+	if len(similar) > 0 {
+		return usageError("%v; did you mean %s?", err, orList(similar))
+	}
+	return &exitError{code: exitUsage, err: err, usage: true}
+}
+
+// orList joins words as "a", "a or b", "a, b or c".
+func orList(words []string) string {
+	if len(words) < 2 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
+}
+
+// levenshtein is the edit distance between a and b.
+func levenshtein(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 func (a *app) rootCommand() *cobra.Command {
@@ -180,18 +272,22 @@ processes sharing one lock.`,
   mongolock doctor --uri mongodb://db1,db2,db3/?replicaSet=rs0`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
-		Args:          cobra.NoArgs,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return unknownCommand(cmd, args[0])
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return usageError("no command given")
 		},
-		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		SuggestionsMinimumDistance: 2,
+		CompletionOptions:          cobra.CompletionOptions{DisableDefaultCmd: true},
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			return a.checkGlobalFlags()
 		},
 	}
-	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return &exitError{code: exitUsage, err: err, usage: true}
-	})
+	root.SetFlagErrorFunc(flagError)
 
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.uri, "uri", "", "MongoDB connection string (default: $"+envURI+")")
