@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"runtime"
 	"strings"
@@ -170,6 +171,58 @@ func TestVersion(t *testing.T) {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("version output lacks %q:\n%s", want, r.stdout)
 		}
+	}
+	first, _, _ := strings.Cut(r.stdout, "\n")
+
+	// --version prints the first line.
+	for _, flag := range []string{"--version", "-v"} {
+		if rv := runBinary(t, "", nil, flag); rv.code != 0 || rv.stdout != first+"\n" {
+			t.Errorf("mongolock %s: want exit 0 and %q:\n%s", flag, first, rv)
+		}
+	}
+
+	// --json, for scripts.
+	rj := runBinary(t, "", nil, "version", "--json")
+	var v versionInfo
+	if err := json.Unmarshal([]byte(rj.stdout), &v); err != nil || rj.code != 0 {
+		t.Fatalf("%v\n%s", err, rj)
+	}
+	if "mongolock "+v.Version != first || v.Go != runtime.Version() || v.Platform != runtime.GOOS+"/"+runtime.GOARCH || !strings.HasPrefix(v.Driver, "v2.") {
+		t.Errorf("version --json = %+v; the text said %q", v, r.stdout)
+	}
+	for _, field := range []string{`"version"`, `"revision"`, `"modified"`, `"driver"`, `"go"`, `"platform"`} {
+		if !strings.Contains(rj.stdout, field) {
+			t.Errorf("JSON lacks %s:\n%s", field, rj.stdout)
+		}
+	}
+}
+
+// MONGOLOCK_DATABASE and MONGOLOCK_COLLECTION are used when --database and
+// --collection are absent; the flags win over them.
+func TestCollectionFromEnvironment(t *testing.T) {
+	t.Parallel()
+	srv, _ := server(t)
+	c := newClient(t, srv, mongolock.WithCollection("jobs"))
+	if ok, err := c.Lock(testCtx(t), "env-k", "env-owner"); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	env := []string{envURI + "=" + srv.URI(), envDatabase + "=" + srv.Database(), envCollection + "=jobs"}
+
+	r := runBinary(t, "", env, "status", "env-k")
+	if r.code != 0 || !strings.Contains(r.stdout, "env-owner") {
+		t.Errorf("status with MONGOLOCK_DATABASE and MONGOLOCK_COLLECTION: want the lock:\n%s", r)
+	}
+	r = runBinary(t, "", env, "status", "env-k", "--collection", "lock")
+	if r.code != exitFailure || !strings.Contains(r.stderr, "no lock \"env-k\" in "+srv.Database()+".lock") {
+		t.Errorf("--collection does not win over MONGOLOCK_COLLECTION:\n%s", r)
+	}
+	r = runBinary(t, "", env, "run", "env-k", "--", "true")
+	if r.code != exitConflict {
+		t.Errorf("run with MONGOLOCK_COLLECTION: want exit 75, the lock is held there:\n%s", r)
+	}
+	r = runBinary(t, "", append(env, envDatabase+"="), "status", "--database", "")
+	if r.code != exitUsage || !strings.Contains(r.stderr, "--database must not be empty") {
+		t.Errorf("an empty --database: want exit 2:\n%s", r)
 	}
 }
 

@@ -77,7 +77,8 @@ func (r result) String() string {
 }
 
 // command returns an exec.Cmd for the binary with args, with env added to
-// this process's environment less MONGOLOCK_URI, in a session of its own
+// this process's environment less MONGOLOCK_URI, MONGOLOCK_DATABASE and
+// MONGOLOCK_COLLECTION, in a session of its own
 // (without the controlling terminal "go test" may have). It is killed when
 // the test ends.
 func command(t *testing.T, env []string, args ...string) *exec.Cmd {
@@ -86,7 +87,7 @@ func command(t *testing.T, env []string, args ...string) *exec.Cmd {
 	cmd.WaitDelay = 5 * time.Second
 	detach(cmd)
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, envURI+"=") {
+		if !strings.HasPrefix(kv, envURI+"=") && !strings.HasPrefix(kv, envDatabase+"=") && !strings.HasPrefix(kv, envCollection+"=") {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}

@@ -28,8 +28,12 @@ const (
 	exitNotFound   = 127 // run: the command was not found
 )
 
-// envURI names the variable read when --uri is absent.
-const envURI = "MONGOLOCK_URI"
+// Environment variables read when the flags of the same names are absent.
+const (
+	envURI        = "MONGOLOCK_URI"
+	envDatabase   = "MONGOLOCK_DATABASE"
+	envCollection = "MONGOLOCK_COLLECTION"
+)
 
 // stdio is where a command reads and writes; tests replace it.
 type stdio struct {
@@ -258,7 +262,8 @@ clears locks, checks whether a deployment is safe for locking, and runs a
 local MongoDB-compatible server and a demonstration.
 
 The server comes from --uri, or from the MONGOLOCK_URI environment variable
-when --uri is absent. Passwords in URIs are never printed. Connecting gives
+when --uri is absent; likewise the lock collection from --database and
+--collection, or MONGOLOCK_DATABASE and MONGOLOCK_COLLECTION. Passwords in URIs are never printed. Connecting gives
 up after --connect-timeout (10s), or a command's --timeout when that is
 shorter; a malformed connection string is a usage error (exit 2) at once.
 
@@ -281,18 +286,21 @@ processes sharing one lock.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return usageError("no command given")
 		},
+		Version:                    buildVersion().Version,
 		SuggestionsMinimumDistance: 2,
 		CompletionOptions:          cobra.CompletionOptions{DisableDefaultCmd: true},
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			return a.checkGlobalFlags()
+			return a.checkGlobalFlags(cmd)
 		},
 	}
 	root.SetFlagErrorFunc(flagError)
+	root.SetVersionTemplate("mongolock {{.Version}}\n")
+	root.Flags().BoolP("version", "v", false, `print mongolock's version ("mongolock version" says more)`)
 
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.uri, "uri", "", "MongoDB connection string (default: $"+envURI+")")
-	pf.StringVar(&a.database, "database", mongolock.DefaultDatabase, "database that holds the lock collection")
-	pf.StringVar(&a.collection, "collection", mongolock.DefaultCollection, "collection that holds the locks")
+	pf.StringVar(&a.database, "database", mongolock.DefaultDatabase, "database that holds the lock collection (or $"+envDatabase+")")
+	pf.StringVar(&a.collection, "collection", mongolock.DefaultCollection, "collection that holds the locks (or $"+envCollection+")")
 	pf.DurationVar(&a.connectTimeout, "connect-timeout", defaultConnectTimeout, "give up connecting to the server after this long (a command's --timeout, if shorter, bounds it too)")
 
 	root.AddCommand(
@@ -309,8 +317,26 @@ processes sharing one lock.`,
 	return root
 }
 
-// checkGlobalFlags checks the flags every command has.
-func (a *app) checkGlobalFlags() error {
+// checkGlobalFlags takes --database and --collection from the
+// environment when they are not given, and checks the flags every command
+// has.
+func (a *app) checkGlobalFlags(cmd *cobra.Command) error {
+	for _, f := range []struct {
+		flag, env string
+		v         *string
+	}{
+		{"database", envDatabase, &a.database},
+		{"collection", envCollection, &a.collection},
+	} {
+		if !cmd.Flags().Changed(f.flag) {
+			if v := a.getenv(f.env); v != "" {
+				*f.v = v
+			}
+		}
+		if *f.v == "" {
+			return usageError("--%s must not be empty", f.flag)
+		}
+	}
 	if a.connectTimeout <= 0 {
 		return usageError("--connect-timeout must be positive, got %v", a.connectTimeout)
 	}
