@@ -313,7 +313,14 @@ processes sharing one lock.`,
 		a.demoWorkerCommand(),
 		a.doctorCommand(),
 		a.versionCommand(),
+		a.completionCommand(),
 	)
+	for _, c := range root.Commands() {
+		switch c.Name() {
+		case "run", "lock", "status", "release":
+			c.ValidArgsFunction = a.completeKey
+		}
+	}
 	return root
 }
 
