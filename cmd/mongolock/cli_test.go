@@ -262,7 +262,7 @@ func TestTypos(t *testing.T) {
 		{[]string{"status", "--jsno"}, []string{"did you mean --json?"}},
 		{[]string{"status", "--databse", "x"}, []string{"did you mean --database?"}},
 		{[]string{"run", "k", "ls", "-l"}, []string{"the command and its own flags go after --"}},
-		{nil, []string{"no command given", "commands: demo, devserver, doctor, lock, release, run, status, version"}},
+		{nil, []string{"no command given", "commands: completion, demo, devserver, doctor, lock, man, release, run, status, version"}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

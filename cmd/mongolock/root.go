@@ -257,22 +257,27 @@ func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "mongolock",
 		Short: "Distributed locks kept in MongoDB",
-		Long: `mongolock runs commands under a distributed lock kept in MongoDB, shows and
-clears locks, checks whether a deployment is safe for locking, and runs a
-local MongoDB-compatible server and a demonstration.
+		Long: `mongolock runs commands under a distributed lock kept in MongoDB, holds
+locks for shell scripts, shows and clears locks, checks whether a deployment
+is safe for locking, and runs a local MongoDB-compatible server and a
+demonstration.
 
 The server comes from --uri, or from the MONGOLOCK_URI environment variable
-when --uri is absent; likewise the lock collection from --database and
---collection, or MONGOLOCK_DATABASE and MONGOLOCK_COLLECTION. Passwords in URIs are never printed. Connecting gives
-up after --connect-timeout (10s), or a command's --timeout when that is
-shorter; a malformed connection string is a usage error (exit 2) at once.
+when --uri is absent; the lock collection from --database and --collection,
+or MONGOLOCK_DATABASE and MONGOLOCK_COLLECTION. Passwords in URIs are never
+printed. Connecting gives up after --connect-timeout (10s), or a command's
+--timeout when that is shorter; a malformed connection string is a usage
+error (exit 2) at once.
+
+Every command exits 2 for a usage error and 1 when the server could not be
+used; "mongolock COMMAND --help" lists a command's other exit codes.
 
 New here? Run "mongolock demo": it starts its own server and shows several
 processes sharing one lock.`,
 		Example: `  mongolock demo
   mongolock devserver &
   export MONGOLOCK_URI='mongodb://127.0.0.1:27017/?directConnection=true'
-  mongolock run --key nightly-report -- ./report.sh
+  mongolock run nightly-report -- ./report.sh
   mongolock status
   mongolock doctor --uri mongodb://db1,db2,db3/?replicaSet=rs0`,
 		SilenceErrors: true,
@@ -314,6 +319,7 @@ processes sharing one lock.`,
 		a.doctorCommand(),
 		a.versionCommand(),
 		a.completionCommand(),
+		a.manCommand(),
 	)
 	for _, c := range root.Commands() {
 		switch c.Name() {
