@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"runtime"
 	"strings"
@@ -31,18 +32,31 @@ func TestUsageErrors(t *testing.T) {
 		args []string
 		want string // in standard error
 	}{
-		{"unknown command", []string{"lock"}, `unknown command "lock"`},
+		{"unknown command", []string{"lockk"}, `unknown command "lockk"`},
 		{"no command", nil, "no command given"},
 		{"run without --", []string{"run", "--key", key, "echo", "hi"}, "put the command after --"},
 		{"run with nothing after --", []string{"run", "--key", key, "--"}, "no command given"},
-		{"run with an argument before --", []string{"run", "--key", key, "echo", "--", "hi"}, "unexpected argument"},
-		{"run without --key", []string{"run", "--", "true"}, `"key" not set`},
+		{"run with --key and an argument before --", []string{"run", "--key", key, "echo", "--", "hi"}, "given twice"},
+		{"run without a key", []string{"run", "--", "true"}, "no lock key given"},
+		{"run with a key and a command without --", []string{"run", key, "echo", "hi"}, "mongolock run " + key + " -- echo hi"},
+		{"run with two keys", []string{"run", key, "other", "--", "true"}, `unexpected argument "other"`},
+		{"run with two different keys", []string{"run", key, "--key", "other", "--", "true"}, "given twice"},
+		{"run with a negative timeout", []string{"run", key, "--timeout", "-5s", "--", "true"}, "must not be negative: -1 waits without limit"},
+		{"run with a negative wait", []string{"run", key, "-w", "-2", "--", "true"}, "must not be negative"},
+		{"run with -n and a wait", []string{"run", key, "-n", "-w", "5", "--", "true"}, "not both"},
+		{"run with --timeout and --wait", []string{"run", key, "--timeout", "5s", "--wait", "5s", "--", "true"}, "not both"},
+		{"run with --quiet and --verbose", []string{"run", key, "--quiet", "--verbose", "--", "true"}, "not both"},
+		{"lock without a key", []string{"lock"}, "no lock key given"},
+		{"lock with two keys", []string{"lock", key, "other"}, `unexpected argument "other"`},
+		{"lock with an empty key", []string{"lock", ""}, "must not be empty"},
+		{"lock with a negative timeout", []string{"lock", key, "--timeout", "-3s"}, "must not be negative"},
 		{"run with an unknown flag", []string{"run", "--key", key, "--bogus", "--", "true"}, "unknown flag: --bogus"},
 		{"run with a zero expiry", []string{"run", "--key", key, "--expire", "0s", "--", "true"}, "--expire must be at least 1ms"},
 		{"run with a bad timeout", []string{"run", "--key", key, "--timeout", "soon", "--", "true"}, "-1 to wait without limit"},
 		{"run with a negative kill grace", []string{"run", "--key", key, "--kill-grace", "-1s", "--", "true"}, "--kill-grace"},
 		{"run with an exit code out of range", []string{"run", "--key", key, "-E", "300", "--", "true"}, "between 0 and 255"},
-		{"run with an empty key", []string{"run", "--key", "", "--", "true"}, "--key must not be empty"},
+		{"run with an empty key", []string{"run", "--key", "", "--", "true"}, "the lock key must not be empty"},
+		{"a zero connect timeout", []string{"status", "--connect-timeout", "0s"}, "--connect-timeout must be positive"},
 		{"status with two keys", []string{"status", key, "other"}, "at most one KEY"},
 		{"status with key and prefix", []string{"status", key, "--prefix", "p"}, "not both"},
 		{"release without owner or force", []string{"release", key}, "--owner OWNER"},
@@ -84,6 +98,7 @@ func TestNoServerGiven(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
 		{"run", "--key", "k", "--", "true"},
+		{"lock", "k"},
 		{"status"},
 		{"release", "k", "--force"},
 		{"doctor"},
@@ -157,13 +172,65 @@ func TestVersion(t *testing.T) {
 			t.Errorf("version output lacks %q:\n%s", want, r.stdout)
 		}
 	}
+	first, _, _ := strings.Cut(r.stdout, "\n")
+
+	// --version prints the first line.
+	for _, flag := range []string{"--version", "-v"} {
+		if rv := runBinary(t, "", nil, flag); rv.code != 0 || rv.stdout != first+"\n" {
+			t.Errorf("mongolock %s: want exit 0 and %q:\n%s", flag, first, rv)
+		}
+	}
+
+	// --json, for scripts.
+	rj := runBinary(t, "", nil, "version", "--json")
+	var v versionInfo
+	if err := json.Unmarshal([]byte(rj.stdout), &v); err != nil || rj.code != 0 {
+		t.Fatalf("%v\n%s", err, rj)
+	}
+	if "mongolock "+v.Version != first || v.Go != runtime.Version() || v.Platform != runtime.GOOS+"/"+runtime.GOARCH || !strings.HasPrefix(v.Driver, "v2.") {
+		t.Errorf("version --json = %+v; the text said %q", v, r.stdout)
+	}
+	for _, field := range []string{`"version"`, `"revision"`, `"modified"`, `"driver"`, `"go"`, `"platform"`} {
+		if !strings.Contains(rj.stdout, field) {
+			t.Errorf("JSON lacks %s:\n%s", field, rj.stdout)
+		}
+	}
+}
+
+// MONGOLOCK_DATABASE and MONGOLOCK_COLLECTION are used when --database and
+// --collection are absent; the flags win over them.
+func TestCollectionFromEnvironment(t *testing.T) {
+	t.Parallel()
+	srv, _ := server(t)
+	c := newClient(t, srv, mongolock.WithCollection("jobs"))
+	if ok, err := c.Lock(testCtx(t), "env-k", "env-owner"); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	env := []string{envURI + "=" + srv.URI(), envDatabase + "=" + srv.Database(), envCollection + "=jobs"}
+
+	r := runBinary(t, "", env, "status", "env-k")
+	if r.code != 0 || !strings.Contains(r.stdout, "env-owner") {
+		t.Errorf("status with MONGOLOCK_DATABASE and MONGOLOCK_COLLECTION: want the lock:\n%s", r)
+	}
+	r = runBinary(t, "", env, "status", "env-k", "--collection", "lock")
+	if r.code != exitFailure || !strings.Contains(r.stderr, "no lock \"env-k\" in "+srv.Database()+".lock") {
+		t.Errorf("--collection does not win over MONGOLOCK_COLLECTION:\n%s", r)
+	}
+	r = runBinary(t, "", env, "run", "env-k", "--", "true")
+	if r.code != exitConflict {
+		t.Errorf("run with MONGOLOCK_COLLECTION: want exit 75, the lock is held there:\n%s", r)
+	}
+	r = runBinary(t, "", append(env, envDatabase+"="), "status", "--database", "")
+	if r.code != exitUsage || !strings.Contains(r.stderr, "--database must not be empty") {
+		t.Errorf("an empty --database: want exit 2:\n%s", r)
+	}
 }
 
 // Every command has help with examples, and the ones that can fail list
 // their exit codes.
 func TestHelp(t *testing.T) {
 	t.Parallel()
-	for _, cmd := range []string{"run", "status", "release", "devserver", "demo", "doctor", "version"} {
+	for _, cmd := range []string{"run", "lock", "status", "release", "devserver", "demo", "doctor", "version"} {
 		t.Run(cmd, func(t *testing.T) {
 			code, stdout, stderr := runInProcess(nil, cmd, "--help")
 			if code != 0 {
@@ -179,5 +246,39 @@ func TestHelp(t *testing.T) {
 	r := runBinary(t, "", nil, "--help")
 	if r.code != 0 || !strings.Contains(r.stdout, "mongolock demo") {
 		t.Errorf("mongolock --help:\n%s", r)
+	}
+}
+
+// Typos get "did you mean" and a short hint, not the whole help.
+func TestTypos(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"statsu"}, []string{`unknown command "statsu"; did you mean status?`, `Run "mongolock --help"`}},
+		{[]string{"relase", "k", "--force"}, []string{"did you mean release?"}},
+		{[]string{"run", "k", "--timout", "5s", "--", "true"}, []string{"unknown flag: --timout; did you mean --timeout?", "Usage: mongolock run KEY", `Run "mongolock run --help"`}},
+		{[]string{"status", "--jsno"}, []string{"did you mean --json?"}},
+		{[]string{"status", "--databse", "x"}, []string{"did you mean --database?"}},
+		{[]string{"run", "k", "ls", "-l"}, []string{"the command and its own flags go after --"}},
+		{nil, []string{"no command given", "commands: completion, demo, devserver, doctor, lock, man, release, run, status, version"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			t.Parallel()
+			r := runBinary(t, "", nil, tt.args...)
+			if r.code != exitUsage {
+				t.Errorf("exit code %d, want %d", r.code, exitUsage)
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(r.stderr, want) {
+					t.Errorf("stderr does not say %q:\n%s", want, r.stderr)
+				}
+			}
+			if n := strings.Count(r.stderr, "\n"); n > 4 {
+				t.Errorf("%d lines on standard error, want a short hint:\n%s", n, r.stderr)
+			}
+		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -69,8 +70,14 @@ Without --uri (or MONGOLOCK_URI) it starts an embedded server of its own
 uses a fresh key in --database/--collection and deletes that key's document
 at the end.
 
+The worker processes end with the demo, however it ends (SIGKILL
+included). If standard output is closed (as in "mongolock demo | head"), the
+demo stops its workers, cleans up and exits 141, as a program killed by
+SIGPIPE would.
+
 Exit codes: 0 if every guarantee held; 1 if one did not (or a worker
-failed); 2 for a usage error; 130 if interrupted.`,
+failed); 2 for a usage error; 130 if interrupted; 141 if standard output
+was closed.`,
 		Example: `  go run ./cmd/mongolock demo
   mongolock demo --workers 10 --duration 1m
   mongolock demo --uri mongodb://localhost:27017`,
@@ -102,14 +109,22 @@ type demoWorkerProc struct {
 func (a *app) demo(cmd *cobra.Command, o *demoOptions) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	out := a.io.out
+	// When standard output goes away (as in "mongolock demo | head"), a
+	// write fails with EPIPE rather than killing mongolock with SIGPIPE
+	// (os/signal: once SIGPIPE is notified), and the demo ends cleanly.
+	pipeSig := make(chan os.Signal, 1)
+	signal.Notify(pipeSig, syscall.SIGPIPE)
+	defer signal.Stop(pipeSig)
+	ctx, outputGone := context.WithCancelCause(ctx)
+	defer outputGone(nil)
+	out := &demoOutput{w: a.io.out, gone: outputGone}
 
 	uri := a.uri
 	if !cmd.Flags().Changed("uri") {
 		uri = a.getenv(envURI)
 	}
 	if uri != "" {
-		if err := checkURI(uri); err != nil {
+		if _, err := parseURI(uri); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "Using the server at %s\n", mongolock.RedactURI(uri))
@@ -135,7 +150,7 @@ func (a *app) demo(cmd *cobra.Command, o *demoOptions) error {
 	if err != nil {
 		return err
 	}
-	defer closeClient(c)
+	defer c.close()
 	key := "mongolock-demo-" + randomHex(4)
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -169,11 +184,22 @@ func (a *app) demo(cmd *cobra.Command, o *demoOptions) error {
 		"Each writes enter/leave lines with its fence to %s while it holds the lock.\n\n",
 		o.workers, key, demoExpire, ledgerPath)
 
+	// The workers' lifeline: each inherits the read end of this pipe, and
+	// exits when it reads end of file, that is when the demo is gone,
+	// however it ended (SIGKILL included): only the demo holds the write
+	// end.
+	lifeR, lifeW, err := os.Pipe()
+	if err != nil {
+		return failure(err)
+	}
+	defer lifeW.Close()
+
 	workers := make([]*demoWorkerProc, o.workers)
 	for i := range workers {
 		w := &demoWorkerProc{id: "worker-" + strconv.Itoa(i+1), done: make(chan struct{})}
 		args := []string{"demo-worker", "--database", a.database, "--collection", a.collection,
-			"--key", key, "--ledger", ledgerPath, "--id", w.id, "--expire", demoExpire.String()}
+			"--key", key, "--ledger", ledgerPath, "--id", w.id, "--expire", demoExpire.String(),
+			"--lifeline-fd", "3"}
 		if w.id == demoLongHolder {
 			args = append(args, "--long-hold", strconv.Itoa(demoLongHoldAt))
 		}
@@ -182,13 +208,16 @@ func (a *app) demo(cmd *cobra.Command, o *demoOptions) error {
 		// read its password as they could in the arguments.
 		w.cmd.Env = append(os.Environ(), envURI+"="+uri)
 		w.cmd.Stdout, w.cmd.Stderr = &w.output, &w.output
+		w.cmd.ExtraFiles = []*os.File{lifeR} // descriptor 3
 		if err := w.cmd.Start(); err != nil {
+			lifeR.Close()
 			stopWorkers(workers[:i])
 			return failure(fmt.Errorf("starting %s: %w", w.id, err))
 		}
 		go func() { w.err = w.cmd.Wait(); close(w.done) }()
 		workers[i] = w
 	}
+	lifeR.Close()
 
 	start := time.Now()
 	check := newLedgerCheck()
@@ -252,7 +281,13 @@ loop:
 		}
 	}
 
-	ok := a.demoReport(check, workers, killed, time.Since(start))
+	switch {
+	case errors.Is(context.Cause(ctx), errOutputGone):
+		return exitWith(exitOutputGone, nil) // nobody reads a report any more
+	case out.err != nil:
+		return failure(fmt.Errorf("writing the demo's output: %w", out.err))
+	}
+	ok := a.demoReport(out, check, workers, killed, time.Since(start))
 	switch {
 	case interrupted:
 		return exitWith(130, errors.New("demo interrupted"))
@@ -315,8 +350,7 @@ func stopWorkers(workers []*demoWorkerProc) {
 }
 
 // demoReport prints the report and says whether every guarantee held.
-func (a *app) demoReport(check *ledgerCheck, workers []*demoWorkerProc, killed *demoWorkerProc, elapsed time.Duration) bool {
-	out := a.io.out
+func (a *app) demoReport(out io.Writer, check *ledgerCheck, workers []*demoWorkerProc, killed *demoWorkerProc, elapsed time.Duration) bool {
 	ok := true
 	verdict := func(good bool) string {
 		if good {
@@ -412,6 +446,39 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// errOutputGone ends the demo when its standard output can no longer be
+// written.
+var errOutputGone = errors.New("standard output was closed")
+
+// exitOutputGone is the demo's exit code when its standard output went
+// away: that of a process killed by SIGPIPE, which shells treat as such.
+const exitOutputGone = 128 + 13
+
+// demoOutput is the demo's standard output: the first failed write ends
+// the demo (gone, with errOutputGone if the reader went away), and later
+// writes are dropped.
+type demoOutput struct {
+	w    io.Writer
+	gone context.CancelCauseFunc
+	err  error
+}
+
+func (o *demoOutput) Write(p []byte) (int, error) {
+	if o.err != nil {
+		return 0, o.err
+	}
+	n, err := o.w.Write(p)
+	if err != nil {
+		o.err = err
+		if errors.Is(err, syscall.EPIPE) {
+			o.gone(errOutputGone)
+		} else {
+			o.gone(err)
+		}
+	}
+	return n, err
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent writes (a worker's

@@ -16,7 +16,10 @@ import (
 )
 
 // Exit codes of a demo worker besides 0 (stopped as asked) and 1 (error).
-const exitWorkerLost = 3 // its lease was lost while it held the lock
+const (
+	exitWorkerLost     = 3 // its lease was lost while it held the lock
+	exitWorkerOrphaned = 4 // the demo that started it is gone
+)
 
 // Holding times of a demo worker: a short random hold, then a short random
 // pause before it competes again.
@@ -33,6 +36,7 @@ type workerOptions struct {
 	ledger   string
 	expire   time.Duration
 	longHold int // which acquisition holds for longer than expire (0: none)
+	lifeline int // descriptor whose end of file means the demo is gone (0: none)
 }
 
 // demoWorkerCommand is the hidden command the demo starts in each worker
@@ -57,6 +61,7 @@ func (a *app) demoWorkerCommand() *cobra.Command {
 	f.StringVar(&o.ledger, "ledger", "", "the ledger file")
 	f.DurationVar(&o.expire, "expire", 2*time.Second, "the lease's expiry")
 	f.IntVar(&o.longHold, "long-hold", 0, "hold the lock for expire+1s on this acquisition (0: never)")
+	f.IntVar(&o.lifeline, "lifeline-fd", 0, "exit at once when this inherited pipe reaches end of file (the demo is gone)")
 	return cmd
 }
 
@@ -65,6 +70,9 @@ func (a *app) demoWorkerCommand() *cobra.Command {
 func (a *app) demoWorker(cmd *cobra.Command, o *workerOptions) error {
 	stop, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
+	if o.lifeline > 0 {
+		go watchLifeline(os.NewFile(uintptr(o.lifeline), "lifeline"))
+	}
 
 	ledger, err := os.OpenFile(o.ledger, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
@@ -79,7 +87,7 @@ func (a *app) demoWorker(cmd *cobra.Command, o *workerOptions) error {
 		}
 		return err
 	}
-	defer closeClient(c)
+	defer c.close()
 
 	for n := 1; ; n++ {
 		l, err := c.Acquire(stop, o.key, mongolock.Owner(o.id), mongolock.Expire(o.expire))
@@ -130,6 +138,21 @@ func (a *app) demoWorker(cmd *cobra.Command, o *workerOptions) error {
 		case <-stop.Done():
 			pause.Stop()
 			return nil
+		}
+	}
+}
+
+// watchLifeline ends the worker process as soon as lifeline, a pipe whose
+// write end only the demo holds, reaches end of file: the demo is gone,
+// however it ended, and a worker must not go on without it. It does not
+// release its lease: the demo's own server may be gone with it, and the
+// lease expires after --expire anyway. It runs for the rest of the
+// process's life.
+func watchLifeline(lifeline *os.File) {
+	var b [1]byte
+	for {
+		if _, err := lifeline.Read(b[:]); err != nil {
+			os.Exit(exitWorkerOrphaned)
 		}
 	}
 }

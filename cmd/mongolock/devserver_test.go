@@ -57,14 +57,14 @@ func TestDevserver(t *testing.T) {
 		if ok, err := c.Lock(testCtx(t), "kept", "me"); !ok || err != nil {
 			t.Fatal(ok, err)
 		}
-		closeClient(c)
+		closeLockClient(c)
 		stop(t, p, syscall.SIGTERM)
 
 		// Started again on the same data, the lock is still there.
 		p, uri, _ = startDev(t, "--data", data)
 		c = connect(t, uri)
 		info, err := c.Info(testCtx(t), "kept")
-		closeClient(c)
+		closeLockClient(c)
 		if err != nil || !info.Locked || info.Owner != "me" {
 			t.Errorf("after a restart, Info = %+v, %v; want held by me", info, err)
 		}
@@ -83,7 +83,7 @@ func TestDevserver(t *testing.T) {
 		if ok, err := c.Lock(testCtx(t), "k", "me"); !ok || err != nil {
 			t.Fatal(ok, err)
 		}
-		closeClient(c)
+		closeLockClient(c)
 		stop(t, p, syscall.SIGTERM)
 		if _, err := os.Stat(dir); !os.IsNotExist(err) {
 			t.Errorf("temporary data directory %s not removed: %v", dir, err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os/signal"
@@ -40,10 +41,32 @@ const (
 	levelFail
 )
 
-// doctorReport collects doctor's findings as it prints them.
+// doctorJSON is the output of "doctor --json". Its shape is stable:
+// fields may be added, none removed.
+type doctorJSON struct {
+	Server     string        `json:"server"`     // the connection string, password hidden
+	Database   string        `json:"database"`   // the lock collection's database
+	Collection string        `json:"collection"` // the lock collection
+	Checks     []doctorCheck `json:"checks"`     // in the order they ran
+	Verdict    string        `json:"verdict"`    // "SAFE" or "UNSAFE"
+	Problems   []string      `json:"problems"`   // topics of the failed checks; never null
+	Warnings   []string      `json:"warnings"`   // topics of the checks with warnings; never null
+}
+
+// doctorCheck is one finding of doctor.
+type doctorCheck struct {
+	Topic   string `json:"topic"`   // "server", "topology", "write concern", ...
+	Level   string `json:"level"`   // "ok", "warn", "fail", or "info" (does not count)
+	Message string `json:"message"` // what was found, on one line
+}
+
+// doctorReport collects doctor's findings, printing them as they come
+// unless the report is to be JSON.
 type doctorReport struct {
 	a        *app
+	asJSON   bool
 	worst    int
+	checks   []doctorCheck
 	problems []string // what made the verdict UNSAFE
 	warnings []string
 }
@@ -51,7 +74,10 @@ type doctorReport struct {
 func (r *doctorReport) line(level int, topic, format string, args ...any) {
 	tag := map[int]string{levelOK: "ok  ", levelWarn: "WARN", levelFail: "FAIL"}[level]
 	msg := fmt.Sprintf(format, args...)
-	fmt.Fprintf(r.a.io.out, "  %s  %-14s %s\n", tag, topic, strings.ReplaceAll(msg, "\n", "\n"+strings.Repeat(" ", 23)))
+	r.add(strings.ToLower(strings.TrimSpace(tag)), topic, msg)
+	if !r.asJSON {
+		fmt.Fprintf(r.a.io.out, "  %s  %-14s %s\n", tag, topic, strings.ReplaceAll(msg, "\n", "\n"+strings.Repeat(" ", 23)))
+	}
 	r.worst = max(r.worst, level)
 	switch level {
 	case levelWarn:
@@ -61,14 +87,29 @@ func (r *doctorReport) line(level int, topic, format string, args ...any) {
 	}
 }
 
-// info prints a line that does not count towards the verdict.
+// info reports a finding that does not count towards the verdict; an
+// empty topic continues the previous one.
 func (r *doctorReport) info(topic, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	fmt.Fprintf(r.a.io.out, "        %-14s %s\n", topic, strings.ReplaceAll(msg, "\n", "\n"+strings.Repeat(" ", 23)))
+	t := topic
+	if t == "" && len(r.checks) > 0 {
+		t = r.checks[len(r.checks)-1].Topic
+	}
+	r.add("info", t, msg)
+	if !r.asJSON {
+		fmt.Fprintf(r.a.io.out, "        %-14s %s\n", topic, strings.ReplaceAll(msg, "\n", "\n"+strings.Repeat(" ", 23)))
+	}
+}
+
+func (r *doctorReport) add(level, topic, msg string) {
+	r.checks = append(r.checks, doctorCheck{Topic: topic, Level: level, Message: strings.Join(strings.Fields(msg), " ")})
 }
 
 func (a *app) doctorCommand() *cobra.Command {
-	var probeTime time.Duration
+	var (
+		probeTime time.Duration
+		asJSON    bool
+	)
 	cmd := &cobra.Command{
 		Use:   "doctor --uri URI",
 		Short: "Check whether a deployment is safe for mongolock",
@@ -91,11 +132,24 @@ verdict:
                 behind "mongolock devserver"'s serializing proxy it is)
   locks         whether the lock collection's documents are readable
 
+--json prints the same findings at the end, for scripts:
+
+  {"server": "mongodb://db1,db2,db3/?replicaSet=rs0", "database": "mongolock",
+   "collection": "lock",
+   "checks": [{"topic": "server", "level": "ok", "message": "MongoDB 7.0.14 ..."}, ...],
+   "verdict": "SAFE", "problems": [], "warnings": []}
+
+"level" is "ok", "warn", "fail", or "info" (a note that does not count);
+"problems" and "warnings" list the topics of the failed checks and of those
+with warnings. Fields may be added, never removed. When a check cannot run,
+nothing is printed on standard output.
+
 Exit codes: 0 when the verdict is SAFE (warnings included); 1 when it is
-UNSAFE or a check could not run; 2 for a usage error.`,
+UNSAFE or a check could not run; 2 for a usage error; 130 if interrupted.`,
 		Example: `  mongolock doctor --uri mongodb://localhost:27017
   mongolock doctor --uri 'mongodb://app:secret@db1,db2,db3/?replicaSet=rs0'
-  MONGOLOCK_URI=mongodb://127.0.0.1:27017/?directConnection=true mongolock doctor`,
+  MONGOLOCK_URI=mongodb://127.0.0.1:27017/?directConnection=true mongolock doctor
+  mongolock doctor --json | jq -r '.checks[] | select(.level == "fail") | .message'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if probeTime <= 0 {
@@ -107,18 +161,21 @@ UNSAFE or a check could not run; 2 for a usage error.`,
 			if err != nil {
 				return err
 			}
-			defer closeClient(c)
-			return a.doctor(ctx, c, uri, probeTime)
+			defer c.close()
+			return a.doctor(ctx, c.Client, uri, probeTime, asJSON)
 		},
 	}
 	cmd.Flags().DurationVar(&probeTime, "probe-time", 3*time.Second, "how long the atomicity probe runs at most (it stops at the first violation)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the findings as JSON (shape above) at the end, instead of as they come")
 	return cmd
 }
 
-func (a *app) doctor(ctx context.Context, c *mongolock.Client, uri string, probeTime time.Duration) error {
+func (a *app) doctor(ctx context.Context, c *mongolock.Client, uri string, probeTime time.Duration, asJSON bool) error {
 	mc := c.Collection().Database().Client()
-	r := &doctorReport{a: a}
-	fmt.Fprintf(a.io.out, "Checking %s for mongolock (lock collection %s.%s)\n", mongolock.RedactURI(uri), a.database, a.collection)
+	r := &doctorReport{a: a, asJSON: asJSON}
+	if !asJSON {
+		fmt.Fprintf(a.io.out, "Checking %s for mongolock (lock collection %s.%s)\n", mongolock.RedactURI(uri), a.database, a.collection)
+	}
 
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -146,7 +203,7 @@ func (a *app) doctor(ctx context.Context, c *mongolock.Client, uri string, probe
 	}
 	a.doctorTopology(cctx, r, mc, clock.hello)
 	if isFerret {
-		r.info("", "FerretDB 1.x executes findAndModify as a read and then a write, which is only\n"+
+		r.info("server", "FerretDB 1.x executes findAndModify as a read and then a write, which is only\n"+
 			"safe behind a proxy that serializes commands; the atomicity probe decides")
 	}
 
@@ -203,6 +260,24 @@ func (a *app) doctor(ctx context.Context, c *mongolock.Client, uri string, probe
 		r.line(levelOK, "locks", "%d locks in %s.%s, %d held", len(locks), a.database, a.collection, held)
 	}
 
+	if asJSON {
+		out := doctorJSON{
+			Server: mongolock.RedactURI(uri), Database: a.database, Collection: a.collection,
+			Checks: r.checks, Verdict: "SAFE", Problems: append([]string{}, r.problems...), Warnings: append([]string{}, r.warnings...),
+		}
+		if r.worst == levelFail {
+			out.Verdict = "UNSAFE"
+		}
+		enc := json.NewEncoder(a.io.out)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return failure(err)
+		}
+		if r.worst == levelFail {
+			return exitWith(exitFailure, nil)
+		}
+		return nil
+	}
 	switch {
 	case r.worst == levelFail:
 		fmt.Fprintf(a.io.out, "verdict: UNSAFE for mongolock (%s): locks on this deployment can be held twice or fail\n", strings.Join(r.problems, ", "))

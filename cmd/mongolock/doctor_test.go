@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -48,6 +49,39 @@ func TestDoctor(t *testing.T) {
 					t.Errorf("last line %q is not the verdict", last)
 				}
 			})
+		}
+	})
+
+	t.Run("json", func(t *testing.T) {
+		r := runBinary(t, "", nil, "doctor", "--uri", srv.URI(), "--database", srv.Database(), "--probe-time", "1s", "--json")
+		if r.code != 0 {
+			t.Fatal(r)
+		}
+		var got doctorJSON
+		if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
+			t.Fatalf("%v:\n%s", err, r.stdout)
+		}
+		if got.Verdict != "SAFE" || got.Problems == nil || len(got.Problems) != 0 || got.Warnings == nil || got.Database != srv.Database() || got.Collection != "lock" {
+			t.Errorf("doctor --json: %+v", got)
+		}
+		topics := map[string]string{}
+		for _, c := range got.Checks {
+			if c.Level != "info" {
+				topics[c.Topic] = c.Level
+			}
+			if strings.Contains(c.Message, "\n") {
+				t.Errorf("a message on several lines: %q", c.Message)
+			}
+		}
+		for _, topic := range []string{"server", "topology", "write concern", "read concern", "clock", "atomicity", "locks"} {
+			if l := topics[topic]; l != "ok" && l != "warn" {
+				t.Errorf("check %q: level %q, want ok or warn:\n%s", topic, l, r.stdout)
+			}
+		}
+		for _, field := range []string{`"server"`, `"database"`, `"collection"`, `"checks"`, `"topic"`, `"level"`, `"message"`, `"verdict"`, `"problems"`, `"warnings"`} {
+			if !strings.Contains(r.stdout, field) {
+				t.Errorf("JSON lacks %s", field)
+			}
 		}
 	})
 

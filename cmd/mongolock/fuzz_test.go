@@ -12,10 +12,10 @@ import (
 
 // fuzzCommands are the commands FuzzFlags picks from (the hidden
 // demo-worker is guarded too, though no input can select it).
-var fuzzCommands = []string{"run", "status", "release", "devserver", "demo", "doctor", "version"}
+var fuzzCommands = []string{"run", "status", "release", "devserver", "demo", "doctor", "version", "lock", "completion", "man"}
 
 // fuzzURI is what FuzzFlags forces --uri to once a command's own checks
-// have passed: it is not a connection string (no scheme), so checkURI
+// have passed: it is not a connection string (no scheme), so parseURI
 // rejects it with exit 2 before anything connects.
 const fuzzURI = "fuzz-not-a-connection-string"
 
@@ -28,13 +28,14 @@ const fuzzURI = "fuzz-not-a-connection-string"
 // (cobra's Args), required flags and the option checks at the start of
 // RunE. So the command tree is built by the real rootCommand, and then:
 //
-//   - devserver and demo-worker get a RunE that only records that it was
-//     reached: their RunE starts the server (or connects) at once, and
-//     everything before it (flags, Args) still runs for real;
+//   - devserver, demo-worker and man get a RunE that only records that it
+//     was reached: their RunE starts the server, connects or writes files
+//     (man --dir) at once, and everything before it (flags, Args) still
+//     runs for real; completion runs as it is (it only prints);
 //   - every other command's RunE first sets --uri to fuzzURI, which marks
 //     the flag as given (so $MONGOLOCK_URI is not read, and demo does not
 //     start its own server), then runs the real RunE: its own checks
-//     run, and the first thing after them is checkURI (run, status,
+//     run, and the first thing after them is parseURI (run, lock, status,
 //     release, doctor through serverURI, demo directly), which rejects
 //     fuzzURI with exit 2 before any connection, signal forwarding, child
 //     process or server;
@@ -53,7 +54,7 @@ func fuzzExecute(args []string) (code int, stdout, stderr, reached, userURI stri
 	for _, c := range root.Commands() {
 		name, orig := c.Name(), c.RunE
 		switch {
-		case name == "devserver" || name == "demo-worker":
+		case name == "devserver" || name == "demo-worker" || name == "man":
 			c.RunE = func(*cobra.Command, []string) error {
 				reached = name
 				return nil
@@ -61,7 +62,7 @@ func fuzzExecute(args []string) (code int, stdout, stderr, reached, userURI stri
 		case orig != nil:
 			c.RunE = func(cmd *cobra.Command, args []string) error {
 				reached = name
-				// A --uri that connstring rejects is left as given: checkURI
+				// A --uri that connstring rejects is left as given: parseURI
 				// (the same function on the same string) rejects it before
 				// anything connects, and FuzzFlags checks that its
 				// password is not printed. Any other --uri is replaced.
@@ -90,12 +91,13 @@ func fuzzExecute(args []string) (code int, stdout, stderr, reached, userURI stri
 // can start or connect). Properties:
 //   - it never panics and the exit code is one of the documented ones;
 //     since no server is reachable, in fact only 0 or 2;
-//   - 0 only for help (--help/-h), version, or a devserver command line
-//     that would have started the server;
+//   - 0 only for help (--help/-h), version, completion (a script), or a
+//     devserver or man command line that would have started the server or
+//     printed or written the pages;
 //   - every other outcome is a usage error: exit 2, with a message on
 //     standard error;
 //   - a command line that passed the command's own checks (reached its
-//     RunE) and needs a server ends in checkURI's exit 2 ("invalid
+//     RunE) and needs a server ends in parseURI's exit 2 ("invalid
 //     connection string"), i.e. before any side effect;
 //   - an unknown flag or a bad flag value exits 2;
 //   - a --uri the driver rejects ends in exit 2 without its password on
@@ -139,6 +141,23 @@ func FuzzFlags(f *testing.F) {
 		{2, "k\n--force\n--uri=mongodb://u:sec%zzret@h/"},
 		{5, "--uri\nmongodb://app:hunter2@db1/?replicaSet=rs0&w=bogus"},
 		{0, "--key\nk\n--uri\nmongodb+srv://u:s3cr3t@h1,h2/\n--\ntrue"},
+		{0, "nightly-report\n-n\n--\n./report.sh"},
+		{0, "backup\n-w\n10\n--verbose\n--\n./backup.sh"},
+		{0, "k\n--timeout\n-5s\n--\ntrue"},
+		{0, "k\n-n\n-w\n1\n--\ntrue"},
+		{0, "k\n--key\nj\n--\ntrue"},
+		{7, "k"},
+		{7, "k\n--json\n-w\n-1"},
+		{7, ""},
+		{7, "k\nj"},
+		{7, "k\n--quiet\n--verbose"},
+		{8, "bash"},
+		{8, "powershell"},
+		{8, ""},
+		{9, ""},
+		{9, "run"},
+		{9, "--dir\n/tmp/x"},
+		{9, "nosuch"},
 	}
 	for _, s := range seeds {
 		f.Add(s.cmd, s.line)
@@ -176,7 +195,11 @@ func FuzzFlags(f *testing.F) {
 				if !strings.Contains(stdout, "mongolock ") {
 					t.Fatalf("version printed no version: %s", desc)
 				}
-			case reached == "devserver":
+			case reached == "devserver", reached == "man":
+			case reached == "completion":
+				if !strings.Contains(stdout, "mongolock") {
+					t.Fatalf("completion printed no script: %s", desc)
+				}
 			case reached == "" && helped:
 			default:
 				t.Fatalf("exit 0 without help, version or devserver: %s", desc)
@@ -185,18 +208,18 @@ func FuzzFlags(f *testing.F) {
 			if !strings.HasPrefix(stderr, "mongolock: ") {
 				t.Fatalf("usage error without a message: %s", desc)
 			}
-			if reached != "" && reached != "version" && !strings.Contains(stderr, "invalid connection string") {
+			if reached != "" && reached != "version" && reached != "completion" && !strings.Contains(stderr, "invalid connection string") {
 				// The command's own checks passed; what stopped it must
 				// be the guard's URI, or one of its own usage errors.
-				if !strings.Contains(stderr, "must") && !strings.Contains(stderr, "demo-worker needs") {
-					t.Fatalf("exit 2 after the command's checks, but not from checkURI: %s", desc)
+				if !strings.Contains(stderr, "must") && !strings.Contains(stderr, "not both") && !strings.Contains(stderr, "demo-worker needs") {
+					t.Fatalf("exit 2 after the command's checks, but not from parseURI: %s", desc)
 				}
 			}
 			if strings.Contains(stderr, fuzzURI) && !strings.Contains(stderr, "invalid connection string") {
 				t.Fatalf("guard URI reported oddly: %s", desc)
 			}
 		}
-		if userURI != "" && name != "version" { // version does not use --uri
+		if userURI != "" && name != "version" && name != "completion" && name != "man" { // they do not use --uri
 			// The command's own checks (in its RunE) may reject the line
 			// first; either way it is a usage error.
 			if code != exitUsage {

@@ -9,5 +9,10 @@ package main
 import "os"
 
 func main() {
+	// "mongolock run" starts this program again to supervise its command
+	// (supervisor_unix.go); that mode is not a command of the tree.
+	if code, ok := maybeSupervise(os.Args[1:]); ok {
+		os.Exit(code)
+	}
 	os.Exit(run(os.Args[1:]...))
 }

@@ -77,14 +77,17 @@ func (r result) String() string {
 }
 
 // command returns an exec.Cmd for the binary with args, with env added to
-// this process's environment less MONGOLOCK_URI. It is killed when the
-// test ends.
+// this process's environment less MONGOLOCK_URI, MONGOLOCK_DATABASE and
+// MONGOLOCK_COLLECTION, in a session of its own
+// (without the controlling terminal "go test" may have). It is killed when
+// the test ends.
 func command(t *testing.T, env []string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.CommandContext(t.Context(), binary, args...)
 	cmd.WaitDelay = 5 * time.Second
+	detach(cmd)
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, envURI+"=") {
+		if !strings.HasPrefix(kv, envURI+"=") && !strings.HasPrefix(kv, envDatabase+"=") && !strings.HasPrefix(kv, envCollection+"=") {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
@@ -197,10 +200,37 @@ func newLineReader(r io.Reader) *lineReader {
 // waitFor waits until a line containing s has been read, and returns it.
 func (lr *lineReader) waitFor(t *testing.T, s string, timeout time.Duration) string {
 	t.Helper()
+	return lr.waitForFrom(t, 0, s, timeout)
+}
+
+// count returns how many lines have been read so far.
+func (lr *lineReader) count() int {
+	lr.mu.Lock()
+	defer lr.mu.Unlock()
+	return len(lr.lines)
+}
+
+// hasFrom reports whether a line containing s has been read after the
+// first from lines.
+func (lr *lineReader) hasFrom(from int, s string) bool {
+	lr.mu.Lock()
+	defer lr.mu.Unlock()
+	for _, l := range lr.lines[min(from, len(lr.lines)):] {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitForFrom waits until a line containing s has been read, after the
+// first from lines, and returns it.
+func (lr *lineReader) waitForFrom(t *testing.T, from int, s string, timeout time.Duration) string {
+	t.Helper()
 	deadline := time.After(timeout)
 	for {
 		lr.mu.Lock()
-		for _, l := range lr.lines {
+		for _, l := range lr.lines[min(from, len(lr.lines)):] {
 			if strings.Contains(l, s) {
 				lr.mu.Unlock()
 				return l
@@ -231,10 +261,19 @@ type started struct {
 	res            result
 }
 
-// startBinary starts the binary and reads its output as it comes.
+// startBinary starts the binary, with /dev/null as its standard input,
+// and reads its output as it comes.
 func startBinary(t *testing.T, env []string, args ...string) *started {
 	t.Helper()
+	return startBinaryInput(t, nil, env, args...)
+}
+
+// startBinaryInput is startBinary with stdin as standard input (nil:
+// /dev/null).
+func startBinaryInput(t *testing.T, stdin io.Reader, env []string, args ...string) *started {
+	t.Helper()
 	cmd := command(t, env, args...)
+	cmd.Stdin = stdin
 	outR, outW := io.Pipe()
 	errR, errW := io.Pipe()
 	cmd.Stdout, cmd.Stderr = outW, errW
@@ -272,4 +311,11 @@ func (s *started) wait(t *testing.T, timeout time.Duration) result {
 	r := s.res
 	r.stdout, r.stderr = s.stdout.String(), s.stderr.String()
 	return r
+}
+
+// closeLockClient closes a lock client a test connected itself.
+func closeLockClient(c *mongolock.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = c.Close(ctx)
 }

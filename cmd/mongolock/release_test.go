@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -95,6 +97,45 @@ func TestRelease(t *testing.T) {
 			if _, err := other.Info(ctx, "r-none"); !errors.Is(err, mongolock.ErrNotFound) {
 				t.Errorf("release %v created a document: %v", how, err)
 			}
+		}
+	})
+
+	t.Run("json", func(t *testing.T) {
+		l := lock(t, "rj")
+		release := func(t *testing.T, how ...string) (releaseJSON, result) {
+			t.Helper()
+			r := runBinary(t, "", nil, args([]string{"release", "rj", "--json"}, how, flags)...)
+			var got releaseJSON
+			if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
+				t.Fatalf("%v\n%s", err, r)
+			}
+			for _, field := range []string{`"key"`, `"result"`, `"owner"`, `"since"`, `"expires"`, `"fence"`} {
+				if !strings.Contains(r.stdout, field) {
+					t.Errorf("JSON lacks %s:\n%s", field, r.stdout)
+				}
+			}
+			return got, r
+		}
+
+		got, r := release(t, "--owner", "ops-2")
+		if r.code != exitFailure || got.Result != releaseHeldOther || got.Owner != "ops-1" || got.Fence != l.Fence() || got.Since == nil {
+			t.Errorf("the wrong owner: want exit 1 and held_by_other by ops-1:\n%s", r)
+		}
+		got, r = release(t, "--owner", "ops-1")
+		if r.code != 0 || got.Result != releasedLock || got.Owner != "ops-1" || got.Fence != l.Fence() || got.Since == nil || got.Expires == nil {
+			t.Errorf("its owner: want exit 0 and released, with what was held:\n%s", r)
+		}
+		if !regexp.MustCompile(`"since": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"`).MatchString(r.stdout) {
+			t.Errorf("since is not an RFC 3339 time with milliseconds:\n%s", r.stdout)
+		}
+		got, r = release(t, "--force")
+		if r.code != 0 || got.Result != releaseNotHeld || got.Owner != "" || got.Since != nil {
+			t.Errorf("forced, not held: want exit 0 and not_held:\n%s", r)
+		}
+		l = lock(t, "rj")
+		got, r = release(t, "--force")
+		if r.code != 0 || got.Result != releasedLock || got.Owner != "ops-1" || got.Fence != l.Fence() {
+			t.Errorf("forced: want exit 0 and released, with what was held:\n%s", r)
 		}
 	})
 }

@@ -92,7 +92,7 @@ usage error.`,
 			if err != nil {
 				return err
 			}
-			defer closeClient(c)
+			defer c.close()
 
 			var locks []mongolock.LockInfo
 			notFound := false

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The demo's workers die with the demo: when its output goes away
+// ("| head") and when it is killed with SIGKILL.
+func TestDemoWorkersDieWithDemo(t *testing.T) {
+	t.Parallel()
+	t.Run("output closed", func(t *testing.T) {
+		t.Parallel()
+		marker := markerEnv(t)
+		t.Cleanup(func() { killMarked(t, marker) })
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+		defer cancel()
+		sh := exec.CommandContext(ctx, "sh", "-c", `"$0" demo --workers 3 --duration 5s | head -2`, binary)
+		detach(sh)
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, envURI+"=") {
+				sh.Env = append(sh.Env, kv)
+			}
+		}
+		sh.Env = append(sh.Env, marker, "TMPDIR="+t.TempDir())
+		out, err := sh.Output()
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if n := strings.Count(string(out), "\n"); n != 2 {
+			t.Errorf("head printed %d lines:\n%s", n, out)
+		}
+		waitProcs(t, marker, 30*time.Second, "every process of the demo gone", func(ps []proc) bool { return len(ps) == 0 })
+	})
+	t.Run("SIGKILL", func(t *testing.T) {
+		t.Parallel()
+		marker := markerEnv(t)
+		t.Cleanup(func() { killMarked(t, marker) })
+		// Killed, the demo cannot remove its temporary directories: they go
+		// in the test's.
+		p := startBinary(t, []string{marker, "TMPDIR=" + t.TempDir()}, "demo", "--workers", "3", "--duration", "30s")
+		p.stdout.waitFor(t, "has the lock", time.Minute)
+		ps := waitProcs(t, marker, 20*time.Second, "three demo workers", func(ps []proc) bool {
+			return len(containing(ps, " demo-worker ")) == 3
+		})
+		t.Logf("before SIGKILL:\n%s", procList(ps))
+		if err := p.cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		waitProcs(t, marker, 30*time.Second, "every worker gone after the demo was killed", func(ps []proc) bool { return len(ps) == 0 })
+	})
+}
