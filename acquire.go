@@ -61,6 +61,7 @@ func (c *Client) acquire(ctx context.Context, key, owner string, cfg lockConfig,
 		timedOut bool
 		backoff  = min(firstBackoff, c.cfg.retryInterval)
 		expiry   time.Time // local reading when the holder's lock surely expired; zero: unknown
+		holder   *lockDoc  // the holder as last read; nil: unknown
 		sleep    = time.NewTimer(time.Hour)
 	)
 	defer sleep.Stop()
@@ -101,7 +102,7 @@ func (c *Client) acquire(ctx context.Context, key, owner string, cfg lockConfig,
 		// until a release through this Client wakes us.
 		if expiry.IsZero() || !c.cfg.now().Before(expiry) {
 			var err error
-			if expiry, err = c.holderExpiry(ctx, key); err != nil {
+			if holder, expiry, err = c.holderExpiry(ctx, key); err != nil {
 				leave()
 				return nil, fmt.Errorf("mongolock: waiting for lock %q: %w", key, err)
 			}
@@ -116,8 +117,10 @@ func (c *Client) acquire(ctx context.Context, key, owner string, cfg lockConfig,
 		sleep.Reset(d)
 		select {
 		case <-ctx.Done():
+			// Still held: a *LockedError naming the holder (as when a
+			// Timeout ends the wait), matching ctx's error too.
 			leave()
-			return nil, fmt.Errorf("mongolock: waiting for lock %q: %w", key, ctx.Err())
+			return nil, newLockedError(key, holder, ctx.Err())
 		case <-c.closing:
 			leave()
 			return nil, fmt.Errorf("mongolock: waiting for lock %q: %w", key, ErrClosed)
@@ -144,24 +147,28 @@ var errExpiredOnArrival = fmt.Errorf("%w: the server's reply arrived after the l
 // interval.
 const firstBackoff = 5 * time.Millisecond
 
-// holderExpiry returns the local reading after which the current holder's
-// lock has surely expired on the server's clock (its expiry plus the clock
-// estimate's error), or zero if that is not known (never expires, gone, or
-// unreadable). A document of the wrong shape is an error: no acquisition
-// can ever take it, so waiting for it is pointless.
-func (c *Client) holderExpiry(ctx context.Context, key string) (time.Time, error) {
+// holderExpiry reads the current holder of key and returns it (nil if
+// unknown) and the local reading after which its lock has surely expired
+// on the server's clock (its expiry plus the clock estimate's error), or
+// zero if that is not known (never expires, gone, or unreadable). A
+// document of the wrong shape is an error: no acquisition can ever take
+// it, so waiting for it is pointless.
+func (c *Client) holderExpiry(ctx context.Context, key string) (*lockDoc, time.Time, error) {
 	d, err := c.store.find(ctx, key)
 	if errors.Is(err, ErrInvalidDocument) {
-		return time.Time{}, err
+		return nil, time.Time{}, err
 	}
-	if err != nil || !d.Locked || d.Expire.IsZero() {
-		return time.Time{}, nil
+	if err != nil || !d.Locked {
+		return nil, time.Time{}, nil
+	}
+	if d.Expire.IsZero() {
+		return d, time.Time{}, nil
 	}
 	now, err := c.clock.Now(ctx)
 	if err != nil {
-		return time.Time{}, nil
+		return d, time.Time{}, nil
 	}
-	return now.local.Add(d.Expire.Sub(now.at) + now.err + time.Millisecond), nil
+	return d, now.local.Add(d.Expire.Sub(now.at) + now.err + time.Millisecond), nil
 }
 
 // attempt makes one attempt to take key. An attempt whose outcome is
@@ -426,11 +433,11 @@ func (c *Client) lockedError(ctx context.Context, key string) error {
 	d, err := c.store.find(ctx, key)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return &LockedError{Key: key}
+		return newLockedError(key, nil, nil)
 	case err != nil:
 		return fmt.Errorf("mongolock: reading lock %q: %w", key, err)
 	}
-	return &LockedError{Key: key, Owner: d.Owner, Since: d.Created, Expires: d.Expire}
+	return newLockedError(key, d, nil)
 }
 
 // jitter spreads waiters' retries over [d/2, 3d/2), so that waiters that

@@ -39,12 +39,23 @@ var (
 	ErrClosed = errors.New("mongolock: client is closed")
 )
 
-// LockedError reports a lock held by someone else. It matches ErrLocked.
+// LockedError reports a lock held by someone else. It matches ErrLocked,
+// and, when the wait for the lock ended because its context did, that
+// context's error too (errors.Is(err, context.DeadlineExceeded)).
 type LockedError struct {
 	Key     string    // the lock's key
 	Owner   string    // the holder's owner name ("" if unknown)
-	Since   time.Time // when the holder took it (server time; zero if unknown)
-	Expires time.Time // when it expires (server time; zero if never or unknown)
+	Created time.Time // when the holder took it (server time; zero if unknown)
+	Expire  time.Time // when it expires (server time; zero if never or unknown)
+
+	// Deprecated: Since is Created, kept for code written before the names
+	// were made the same as LockInfo's.
+	Since time.Time
+	// Deprecated: Expires is Expire, kept for code written before the
+	// names were made the same as LockInfo's.
+	Expires time.Time
+
+	cause error // the context's error, if a context ended the wait
 }
 
 func (e *LockedError) Error() string {
@@ -52,19 +63,37 @@ func (e *LockedError) Error() string {
 	if e.Owner != "" {
 		msg += fmt.Sprintf(" by %q", e.Owner)
 	}
-	if !e.Since.IsZero() {
-		msg += " since " + e.Since.UTC().Format(time.RFC3339Nano)
+	if !e.Created.IsZero() {
+		msg += " since " + e.Created.UTC().Format(time.RFC3339Nano)
 	}
-	if e.Expires.IsZero() {
+	if e.Expire.IsZero() {
 		msg += ", never expires"
 	} else {
-		msg += ", expires " + e.Expires.UTC().Format(time.RFC3339Nano)
+		msg += ", expires " + e.Expire.UTC().Format(time.RFC3339Nano)
+	}
+	if e.cause != nil {
+		msg += " (stopped waiting: " + e.cause.Error() + ")"
 	}
 	return msg
 }
 
 // Is reports whether target is ErrLocked.
 func (e *LockedError) Is(target error) bool { return target == ErrLocked }
+
+// Unwrap returns the context's error when a context ended the wait, nil
+// otherwise.
+func (e *LockedError) Unwrap() error { return e.cause }
+
+// newLockedError describes the holder d of key (nil: unknown) for a
+// *LockedError; cause is the context's error if one ended the wait.
+func newLockedError(key string, d *lockDoc, cause error) *LockedError {
+	e := &LockedError{Key: key, cause: cause}
+	if d != nil {
+		e.Owner, e.Created, e.Expire = d.Owner, d.Created, d.Expire
+		e.Since, e.Expires = d.Created, d.Expire
+	}
+	return e
+}
 
 // ArgumentError reports an argument that broke a rule. It matches
 // ErrInvalidArgument.

@@ -379,7 +379,7 @@ func TestCloseReleasesLeases(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := c.TryAcquire(ctx, "forever"); err != nil {
+	if _, err := c.TryAcquire(ctx, "forever", mongolock.NeverExpire()); err != nil {
 		t.Fatal(err)
 	}
 	mustLock(t, c, "seed", "owner")
@@ -420,6 +420,8 @@ func TestPurge(t *testing.T) {
 			opts = append(opts, mongolock.Expire(30*time.Millisecond))
 		case "held":
 			opts = append(opts, mongolock.Expire(time.Hour))
+		case "held-forever":
+			opts = append(opts, mongolock.NeverExpire())
 		}
 		l, err := c.TryAcquire(ctx, k, opts...)
 		if err != nil {

@@ -47,17 +47,18 @@ const (
 )
 
 // Acquire takes the lock key, waiting while another owner holds it: until
-// it gets the lock, until Timeout passes (a *LockedError naming the holder,
-// matching ErrLocked), or until ctx ends (ctx's error, wrapped). Options:
-// Expire, Timeout, Owner (default: a generated unique name), KeepAlive,
-// MinHold.
+// it gets the lock, or until Timeout passes or ctx ends — then the error is
+// a *LockedError naming the holder, matching ErrLocked (and ctx's error,
+// if ctx ended the wait). Options: Expire (default DefaultLeaseExpire,
+// kept alive) or NeverExpire, Timeout, Owner (default: a generated unique
+// name), KeepAlive, MinHold.
 func (c *Client) Acquire(ctx context.Context, key string, opts ...LockOption) (*Lease, error) {
 	return c.acquireOpts(ctx, key, opts, waitForever)
 }
 
 // TryAcquire makes one attempt to take the lock key. If another owner holds
 // it, the error is a *LockedError naming the holder, matching ErrLocked.
-// Options as for Acquire; Timeout is ignored.
+// Options as for Acquire, but Timeout, which it has no use for, is refused.
 func (c *Client) TryAcquire(ctx context.Context, key string, opts ...LockOption) (*Lease, error) {
 	return c.acquireOpts(ctx, key, opts, waitNever)
 }
@@ -66,6 +67,12 @@ func (c *Client) acquireOpts(ctx context.Context, key string, opts []LockOption,
 	cfg, err := buildLockConfig(opts)
 	if err != nil {
 		return nil, err
+	}
+	if mode == waitNever && cfg.timeoutSet {
+		return nil, argError("Timeout", "is for Acquire; TryAcquire makes one attempt")
+	}
+	if !cfg.expireSet && !cfg.never {
+		cfg.expire = DefaultLeaseExpire
 	}
 	owner := cfg.owner
 	if !cfg.ownerSet {

@@ -15,6 +15,11 @@ const (
 	// DefaultCollection is the lock collection's name unless WithCollection
 	// says otherwise.
 	DefaultCollection = "lock"
+	// DefaultLeaseExpire is the expiry of a lease taken by Acquire or
+	// TryAcquire without Expire or NeverExpire. It is kept alive, so it
+	// lasts as long as its holder runs; a holder that crashes frees the lock
+	// within this long.
+	DefaultLeaseExpire = 30 * time.Second
 	// DefaultRetryInterval is how long a waiting Lock, Acquire or Do sleeps
 	// between attempts (the Python package's step).
 	DefaultRetryInterval = 100 * time.Millisecond
@@ -148,6 +153,7 @@ type LockOption func(*lockConfig)
 type lockConfig struct {
 	expire     time.Duration // 0: never expires
 	expireSet  bool
+	never      bool // NeverExpire
 	timeout    time.Duration // 0: one attempt
 	timeoutSet bool
 	owner      string
@@ -158,29 +164,44 @@ type lockConfig struct {
 }
 
 // Expire makes the lock expire d after it is taken (judged on the database
-// server's clock), after which another owner may take it. Without Expire the
-// lock never expires. d must be at least a millisecond.
+// server's clock), after which another owner may take it; leases are kept
+// alive (KeepAlive), so they expire only if their holder stops renewing.
+// Without Expire, a lease (Acquire, TryAcquire) expires after
+// DefaultLeaseExpire, and a lock taken with Lock or Do never expires, as in
+// the Python package. d must be at least a millisecond.
 func Expire(d time.Duration) LockOption {
 	return func(c *lockConfig) { c.expire, c.expireSet = d, true }
 }
 
+// NeverExpire makes a lease (Acquire, TryAcquire) that never expires: it is
+// held until released, also if its holder crashes — then only ForceRelease
+// frees it. Without it, a lease expires after DefaultLeaseExpire unless
+// kept alive. It cannot be combined with Expire. Lock and Do take locks
+// that never expire unless given Expire anyway.
+func NeverExpire() LockOption {
+	return func(c *lockConfig) { c.never = true }
+}
+
 // Timeout makes the acquisition keep trying for up to d while the lock is
-// held by another owner. Without Timeout (or with 0), Lock, TryAcquire and
-// Do make one attempt and Acquire waits until ctx ends.
+// held by another owner. Without Timeout (or with 0), Lock and Do make one
+// attempt and Acquire waits until ctx ends. TryAcquire, which makes one
+// attempt, refuses it.
 func Timeout(d time.Duration) LockOption {
 	return func(c *lockConfig) { c.timeout, c.timeoutSet = d, true }
 }
 
 // Owner sets the owner name recorded in the lock document for Acquire and
 // TryAcquire. Without it a unique name (host, pid, random) is generated.
+// Lock and Do, which take the owner as an argument, refuse it.
 func Owner(name string) LockOption {
 	return func(c *lockConfig) { c.owner, c.ownerSet = name, true }
 }
 
-// KeepAlive says whether a lease taken with Expire is renewed automatically
+// KeepAlive says whether a lease that expires is renewed automatically
 // (about every third of its expire period) until it is released. The
-// default is true for Acquire, TryAcquire and Do; Lock's acquisitions are
-// never renewed automatically (use Touch), as in the Python package.
+// default is true for Acquire, TryAcquire and Do. Lock's acquisitions are
+// never renewed automatically (use Touch), as in the Python package: Lock
+// refuses KeepAlive.
 func KeepAlive(on bool) LockOption {
 	return func(c *lockConfig) { c.keepAlive = &on }
 }
@@ -204,6 +225,9 @@ func buildLockConfig(opts []LockOption) (lockConfig, error) {
 	if c.expireSet {
 		if err := validExpire("Expire", c.expire); err != nil {
 			return c, err
+		}
+		if c.never {
+			return c, argError("NeverExpire", "cannot be combined with Expire(%v)", c.expire)
 		}
 	}
 	if c.minHold < 0 {

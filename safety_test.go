@@ -538,7 +538,7 @@ func TestRenewBoundsEveryRenewal(t *testing.T) {
 	srv := mongolocktest.Start(t)
 	c := newClient(t, srv)
 	ctx := testCtx(t)
-	l, err := c.TryAcquire(ctx, "forever")
+	l, err := c.TryAcquire(ctx, "forever", mongolock.NeverExpire())
 	if err != nil {
 		t.Fatal(err)
 	}

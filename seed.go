@@ -24,8 +24,11 @@ func (c *Client) Lock(ctx context.Context, key, owner string, opts ...LockOption
 	if err != nil {
 		return false, err
 	}
-	if cfg.ownerSet {
+	switch {
+	case cfg.ownerSet:
 		return false, argError("Owner", "is for Acquire and TryAcquire; Lock takes the owner as an argument")
+	case cfg.keepAlive != nil:
+		return false, argError("KeepAlive", "is for leases; Lock's acquisitions are never kept alive (use Touch, or Acquire or Do)")
 	}
 	if err := c.beginOp(); err != nil {
 		return false, err
@@ -187,9 +190,9 @@ func (c *Client) IsLocked(ctx context.Context, key string) (bool, error) {
 // even when ctx has been cancelled.
 const doReleaseTimeout = 10 * time.Second
 
-// Do runs fn while holding lock key for owner and releases the lock when fn
-// returns, also when fn returns an error or panics (the panic continues
-// after the release). If the lock is held by another owner (after Timeout,
+// Do runs fn while holding lock key for owner (a generated unique name if
+// owner is "") and releases the lock when fn returns, also when fn returns
+// an error or panics (the panic continues after the release). If the lock is held by another owner (after Timeout,
 // if given), Do returns a *LockedError naming the holder, matching
 // ErrLocked. With Expire, the lock is kept alive while fn runs (unless
 // KeepAlive(false)), and fn's ctx is cancelled, with the lease's error as
@@ -205,6 +208,9 @@ func (c *Client) Do(ctx context.Context, key, owner string, fn func(ctx context.
 	}
 	if cfg.ownerSet {
 		return argError("Owner", "is for Acquire and TryAcquire; Do takes the owner as an argument")
+	}
+	if owner == "" {
+		owner = newOwner()
 	}
 	l, err := c.acquireLease(ctx, key, owner, cfg, waitTimeout)
 	if err != nil {

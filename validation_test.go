@@ -41,8 +41,14 @@ func TestBadInput(t *testing.T) {
 		{"Info empty key", "key", func() error { _, err := c.Info(ctx, ""); return err }},
 		{"IsLocked long key", "key", func() error { _, err := c.IsLocked(ctx, long); return err }},
 		{"Do nil fn", "fn", func() error { return c.Do(ctx, "held", "owner", nil) }},
-		{"Do empty owner", "owner", func() error {
-			return c.Do(ctx, "held", "", func(context.Context) error { return nil })
+		{"Lock with KeepAlive", "KeepAlive", func() error { _, err := c.Lock(ctx, "held", "o", mongolock.KeepAlive(true)); return err }},
+		{"TryAcquire with Timeout", "Timeout", func() error { _, err := c.TryAcquire(ctx, "held", mongolock.Timeout(time.Second)); return err }},
+		{"Expire and NeverExpire", "NeverExpire", func() error {
+			_, err := c.Acquire(ctx, "held", mongolock.Expire(time.Second), mongolock.NeverExpire())
+			return err
+		}},
+		{"Do with Owner option", "Owner", func() error {
+			return c.Do(ctx, "held", "o", func(context.Context) error { return nil }, mongolock.Owner("x"))
 		}},
 		{"Acquire empty key", "key", func() error { _, err := c.Acquire(ctx, ""); return err }},
 		{"TryAcquire empty Owner", "owner", func() error { _, err := c.TryAcquire(ctx, "held", mongolock.Owner("")); return err }},
