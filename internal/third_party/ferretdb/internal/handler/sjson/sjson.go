@@ -70,8 +70,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/AlekSi/pointer"
-
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/types"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/lazyerrors"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/must"
@@ -108,9 +106,9 @@ func checkConsumed(dec *json.Decoder, r *bytes.Reader) error {
 func fromSJSON(v sjsontype) any {
 	switch v := v.(type) {
 	case *documentType:
-		return pointer.To(types.Document(*v))
+		return new(types.Document(*v))
 	case *arrayType:
-		return pointer.To(types.Array(*v))
+		return new(types.Array(*v))
 	case *doubleType:
 		return float64(*v)
 	case *stringType:
@@ -142,31 +140,31 @@ func fromSJSON(v sjsontype) any {
 func toSJSON(v any) sjsontype {
 	switch v := v.(type) {
 	case *types.Document:
-		return pointer.To(documentType(*v))
+		return new(documentType(*v))
 	case *types.Array:
-		return pointer.To(arrayType(*v))
+		return new(arrayType(*v))
 	case float64:
-		return pointer.To(doubleType(v))
+		return new(doubleType(v))
 	case string:
-		return pointer.To(stringType(v))
+		return new(stringType(v))
 	case types.Binary:
-		return pointer.To(binaryType(v))
+		return new(binaryType(v))
 	case types.ObjectID:
-		return pointer.To(objectIDType(v))
+		return new(objectIDType(v))
 	case bool:
-		return pointer.To(boolType(v))
+		return new(boolType(v))
 	case time.Time:
-		return pointer.To(dateTimeType(v))
+		return new(dateTimeType(v))
 	case types.NullType:
-		return pointer.To(nullType(v))
+		return new(nullType(v))
 	case types.Regex:
-		return pointer.To(regexType(v))
+		return new(regexType(v))
 	case int32:
-		return pointer.To(int32Type(v))
+		return new(int32Type(v))
 	case types.Timestamp:
-		return pointer.To(timestampType(v))
+		return new(timestampType(v))
 	case int64:
-		return pointer.To(int64Type(v))
+		return new(int64Type(v))
 	}
 
 	panic(fmt.Sprintf("not reached: %T", v)) // for sumtype to work

@@ -22,20 +22,16 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/lazyerrors"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/logging"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/resource"
 )
 
-// DB wraps [*database/sql.DB] with tracing, metrics, logging, and resource tracking.
+// DB wraps [*database/sql.DB] with logging and resource tracking.
 //
 // It exposes the subset of *sql.DB methods we use except that it returns *Rows instead of *sql.Rows.
 // It also exposes additional methods.
 type DB struct {
-	*metricsCollector
-
 	sqlDB     *sql.DB
 	l         *slog.Logger
 	token     *resource.Token
@@ -44,7 +40,7 @@ type DB struct {
 
 // WrapDB creates a new DB.
 //
-// Name is used for metric label values, etc.
+// Name is used as the logger's name.
 // Logger (that will be named) is used for query logging.
 func WrapDB(db *sql.DB, name string, l *slog.Logger) *DB {
 	if db == nil {
@@ -52,10 +48,9 @@ func WrapDB(db *sql.DB, name string, l *slog.Logger) *DB {
 	}
 
 	res := &DB{
-		metricsCollector: newMetricsCollector(name, db.Stats),
-		sqlDB:            db,
-		l:                logging.WithName(l, name),
-		token:            resource.NewToken(),
+		sqlDB: db,
+		l:     logging.WithName(l, name),
+		token: resource.NewToken(),
 	}
 
 	resource.Track(res, res.token)
@@ -172,8 +167,3 @@ func (db *DB) InTransaction(ctx context.Context, f func(*Tx) error) (err error) 
 
 	return
 }
-
-// check interfaces
-var (
-	_ prometheus.Collector = (*DB)(nil)
-)

@@ -21,16 +21,15 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/exp/maps"
 
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/fsql"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/lazyerrors"
@@ -165,7 +164,7 @@ func (p *Pool) List(ctx context.Context) []string {
 	p.rw.RLock()
 	defer p.rw.RUnlock()
 
-	res := maps.Keys(p.dbs)
+	res := slices.Collect(maps.Keys(p.dbs))
 	sort.Strings(res)
 
 	return res
@@ -245,33 +244,3 @@ func (p *Pool) Drop(ctx context.Context, name string) bool {
 
 	return true
 }
-
-// Describe implements prometheus.Collector.
-func (p *Pool) Describe(ch chan<- *prometheus.Desc) {
-	prometheus.DescribeByCollect(p, ch)
-}
-
-// Collect implements prometheus.Collector.
-func (p *Pool) Collect(ch chan<- prometheus.Metric) {
-	p.rw.RLock()
-	defer p.rw.RUnlock()
-
-	ch <- prometheus.MustNewConstMetric(
-		prometheus.NewDesc(
-			prometheus.BuildFQName(namespace, subsystem, "databases"),
-			"The current number of database in the pool.",
-			nil, nil,
-		),
-		prometheus.GaugeValue,
-		float64(len(p.dbs)),
-	)
-
-	for _, db := range p.dbs {
-		db.Collect(ch)
-	}
-}
-
-// check interfaces
-var (
-	_ prometheus.Collector = (*Pool)(nil)
-)
