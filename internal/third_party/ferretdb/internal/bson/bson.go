@@ -18,6 +18,7 @@ package bson
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/FerretDB/wire"
@@ -187,6 +188,12 @@ func convertToTypes(v any) (any, error) {
 		return arr, nil
 
 	case float64:
+		// mongolock patch: the NaN check that upstream leaves to wire.CheckNaNs
+		// (see the handler package's init); the same message.
+		if math.IsNaN(v) {
+			return nil, lazyerrors.New("NaN is not supported")
+		}
+
 		return v, nil
 	case string:
 		return v, nil

@@ -33,7 +33,6 @@ import (
 
 	"github.com/FerretDB/wire"
 
-	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/bson"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/clientconn/conninfo"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/clientconn/connmetrics"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/handler"
@@ -265,19 +264,23 @@ func (c *conn) route(connCtx context.Context, reqHeader *wire.MsgHeader, reqBody
 		// decoded successfully already in [run] [wire.ReadMessage] [UnmarshalBinaryNocopy] [check]
 		doc := must.NotFail(msg.RawSection0().Decode())
 
-		_, err = bson.ToDocument(doc)
-
 		command = doc.Command()
 
-		if err == nil {
-			// do not store typed nil in interface, it makes it non-nil
+		// mongolock patch: upstream converted the whole request to a
+		// *types.Document here (to read a tracing context from its comment,
+		// trimmed) and failed the request if that conversion failed; the
+		// handlers convert it again (opMsgDocument) and fail the same way.
+		// Only commands that ignore their arguments (buildInfo, hostInfo,
+		// listCommands, ...) no longer reject a request whose arguments
+		// FerretDB cannot represent.
 
-			var resMsg *wire.OpMsg
-			resMsg, err = c.handleOpMsg(connCtx, msg, command)
+		// do not store typed nil in interface, it makes it non-nil
 
-			if resMsg != nil {
-				resBody = resMsg
-			}
+		var resMsg *wire.OpMsg
+		resMsg, err = c.handleOpMsg(connCtx, msg, command)
+
+		if resMsg != nil {
+			resBody = resMsg
 		}
 
 	case wire.OpCodeQuery:
@@ -421,6 +424,12 @@ func (c *conn) handleOpMsg(connCtx context.Context, msg *wire.OpMsg, command str
 // for example "Response" or "Proxy Response".
 func (c *conn) logResponse(ctx context.Context, who string, resHeader *wire.MsgHeader, resBody wire.MsgBody, closeConn bool) slog.Level { //nolint:lll // for readability
 	level := slog.LevelDebug
+
+	// mongolock patch: return before decoding the reply when it would not be
+	// logged whatever its level; upstream decoded every reply.
+	if !c.l.Enabled(ctx, slog.LevelWarn) && !(closeConn && c.l.Enabled(ctx, slog.LevelError)) {
+		return level
+	}
 
 	if resHeader.OpCode == wire.OpCodeMsg {
 		doc := must.NotFail(must.NotFail(resBody.(*wire.OpMsg).RawDocument()).Decode())

@@ -13,6 +13,11 @@
 // limitations under the License.
 
 // Package fsql provides [database/sql] utilities.
+//
+// mongolock patch: the methods that run a query log it, with its arguments
+// and duration, only when their logger is enabled at the debug level;
+// upstream built the log fields and formatted the message (allocating a
+// derived logger each time) for every query, also when nothing is logged.
 package fsql
 
 import (
@@ -71,6 +76,11 @@ func (db *DB) Ping(ctx context.Context) error {
 
 // QueryContext calls [*sql.DB.QueryContext].
 func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*Rows, error) {
+	if !db.l.Enabled(ctx, slog.LevelDebug) { // mongolock patch: see package documentation
+		rows, err := db.sqlDB.QueryContext(ctx, query, args...)
+		return wrapRows(rows), err
+	}
+
 	start := time.Now()
 
 	fields := []any{slog.Any("args", args)}
@@ -86,6 +96,10 @@ func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*Row
 
 // QueryRowContext calls [*sql.DB.QueryRowContext].
 func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if !db.l.Enabled(ctx, slog.LevelDebug) { // mongolock patch: see package documentation
+		return db.sqlDB.QueryRowContext(ctx, query, args...)
+	}
+
 	start := time.Now()
 
 	fields := []any{slog.Any("args", args)}
@@ -101,6 +115,10 @@ func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *s
 
 // ExecContext calls [*sql.DB.ExecContext].
 func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if !db.l.Enabled(ctx, slog.LevelDebug) { // mongolock patch: see package documentation
+		return db.sqlDB.ExecContext(ctx, query, args...)
+	}
+
 	start := time.Now()
 
 	fields := []any{slog.Any("args", args)}
