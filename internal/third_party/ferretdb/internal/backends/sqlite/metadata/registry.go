@@ -44,12 +44,6 @@ const (
 	metadataTableName = backends.ReservedPrefix + "collections"
 )
 
-// Parts of Prometheus metric names.
-const (
-	namespace = "ferretdb"
-	subsystem = "sqlite_metadata"
-)
-
 // Registry provides access to SQLite databases and collections information.
 //
 // Exported methods are safe for concurrent use. Unexported methods are not.

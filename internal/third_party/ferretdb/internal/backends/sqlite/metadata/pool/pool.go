@@ -41,12 +41,6 @@ import (
 // filenameExtension represents SQLite database filename extension.
 const filenameExtension = ".sqlite"
 
-// Parts of Prometheus metric names.
-const (
-	namespace = "ferretdb"
-	subsystem = "sqlite_pool"
-)
-
 // Pool provides access to SQLite databases and their connections.
 //
 //nolint:vet // for readability
