@@ -7,6 +7,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,4 +60,112 @@ func TestWALBounded(t *testing.T) {
 	if fi.Size() > limit {
 		t.Errorf("WAL is %d bytes after %d lock cycles, want at most %d: checkpoints do not complete", fi.Size(), cycles, limit)
 	}
+}
+
+// TestInMemory checks that an in-memory server works through the proxy and
+// directly, on several databases, and writes no file.
+func TestInMemory(t *testing.T) {
+	t.Parallel()
+
+	s := start(t, Config{InMemory: true})
+	if s.Dir() != "" {
+		t.Errorf("Dir() = %q, want \"\" in memory", s.Dir())
+	}
+	ctx := context.Background()
+
+	db := "inmemory_" + randomName(t)
+	coll := connect(t, s.URI()).Database(db).Collection("c")
+	for i := range 3 {
+		if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: i}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := connect(t, s.URI()).Database(db+"_other").Collection("c").InsertOne(ctx, bson.D{}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := connect(t, s.DirectURI()).Database(db).Collection("c").CountDocuments(ctx, bson.D{})
+	if err != nil || n != 3 {
+		t.Fatalf("CountDocuments = %d, %v; want 3", n, err)
+	}
+
+	// The URL's path only names the databases (see memorySQLiteURL).
+	for _, name := range []string{db, db + "_other"} {
+		if _, err := os.Stat(filepath.Join(os.TempDir(), name+".sqlite")); !os.IsNotExist(err) {
+			t.Errorf("database %s has a file: %v", name, err)
+		}
+	}
+}
+
+// TestInMemoryOpenCursor checks that writes go through while a client keeps
+// a cursor open. An in-memory database has a single SQLite connection;
+// upstream FerretDB held it for as long as a query's iterator was open, so
+// the write (and, behind the serializing proxy, every later request) waited
+// for ever. The patched copy reads a query's rows before it releases the
+// connection (see the FerretDB README).
+func TestInMemoryOpenCursor(t *testing.T) {
+	t.Parallel()
+
+	s := start(t, Config{InMemory: true})
+	coll := connect(t, s.URI()).Database("cursor").Collection("c")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	const n = 10
+	for i := range n {
+		if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: i}, {Key: "v", Value: 0}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// No sort: FerretDB would read all rows to sort them.
+	cur, err := coll.Find(ctx, bson.D{}, options.Find().SetBatchSize(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cur.Close(context.Background())
+	if !cur.Next(ctx) {
+		t.Fatalf("first document: %v", cur.Err())
+	}
+
+	// Writes while the cursor is open, then the rest of the cursor (getMore).
+	if err := coll.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: 5}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "v", Value: 1}}}}).Err(); err != nil {
+		t.Fatalf("findAndModify while a cursor is open: %v", err)
+	}
+	if _, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: 6}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "v", Value: 1}}}}); err != nil {
+		t.Fatalf("update while a cursor is open: %v", err)
+	}
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: n}}); err != nil {
+		t.Fatalf("insert while a cursor is open: %v", err)
+	}
+
+	got := 1
+	for cur.Next(ctx) {
+		got++
+	}
+	if err := cur.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got < n {
+		t.Errorf("cursor returned %d documents, want at least the %d that existed when it was opened", got, n)
+	}
+}
+
+// TestInMemoryWithDir checks that InMemory and Dir are not both accepted.
+func TestInMemoryWithDir(t *testing.T) {
+	t.Parallel()
+
+	if s, err := Start(context.Background(), Config{InMemory: true, Dir: t.TempDir()}); err == nil {
+		_ = s.Close(context.Background())
+		t.Fatal("Start accepted both InMemory and Dir")
+	}
+}
+
+// randomName returns a name unique to this test run.
+func randomName(t *testing.T) string {
+	t.Helper()
+
+	return strings.ReplaceAll(strings.ToLower(t.Name()), "/", "_") + "_" + strconv.FormatInt(time.Now().UnixNano(), 36)
 }

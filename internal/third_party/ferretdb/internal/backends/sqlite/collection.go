@@ -95,8 +95,17 @@ func (c *collection) Query(ctx context.Context, params *backends.QueryParams) (*
 		return nil, lazyerrors.Error(err)
 	}
 
+	iter := newQueryIterator(ctx, rows, params.OnlyRecordIDs)
+
+	// mongolock patch: see queryIterator.bufferRows.
+	if c.r.InMemory() {
+		if err = iter.bufferRows(); err != nil {
+			return nil, lazyerrors.Error(err)
+		}
+	}
+
 	return &backends.QueryResult{
-		Iter: newQueryIterator(ctx, rows, params.OnlyRecordIDs),
+		Iter: iter,
 	}, nil
 }
 

@@ -118,6 +118,14 @@ func (r *Registry) initCollections(ctx context.Context, dbName string, db *fsql.
 	return nil
 }
 
+// InMemory returns true if the databases are in memory: each has a single
+// connection.
+//
+// mongolock patch: for the backend's query iterators.
+func (r *Registry) InMemory() bool {
+	return r.p.InMemory()
+}
+
 // DatabaseList returns a sorted list of existing databases.
 func (r *Registry) DatabaseList(ctx context.Context) []string {
 	return r.p.List(ctx)

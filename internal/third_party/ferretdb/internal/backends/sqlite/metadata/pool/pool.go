@@ -52,6 +52,8 @@ type Pool struct {
 	rw  sync.RWMutex
 	dbs map[string]*fsql.DB
 
+	inMemory bool // mongolock patch: the URI's mode is memory (computed once)
+
 	token *resource.Token
 }
 
@@ -73,6 +75,8 @@ func New(u string, l *slog.Logger, sp *state.Provider) (*Pool, map[string]*fsql.
 		sp:    sp,
 		dbs:   map[string]*fsql.DB{},
 		token: resource.NewToken(),
+
+		inMemory: uri.Query().Get("mode") == "memory",
 	}
 
 	resource.Track(p, p.token)
@@ -106,8 +110,19 @@ func New(u string, l *slog.Logger, sp *state.Provider) (*Pool, map[string]*fsql.
 }
 
 // memory returns true if the pool is for the in-memory database.
+//
+// mongolock patch: it returns a flag set by New; upstream parsed the URI's
+// query on every call.
 func (p *Pool) memory() bool {
-	return p.uri.Query().Get("mode") == "memory"
+	return p.inMemory
+}
+
+// InMemory returns true if the pool is for the in-memory database: each
+// database has a single connection (see openDB).
+//
+// mongolock patch: exported for the backend's query iterators.
+func (p *Pool) InMemory() bool {
+	return p.memory()
 }
 
 // databaseName returns database name for given database file path.
