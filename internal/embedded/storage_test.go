@@ -169,3 +169,41 @@ func randomName(t *testing.T) string {
 
 	return strings.ReplaceAll(strings.ToLower(t.Name()), "/", "_") + "_" + strconv.FormatInt(time.Now().UnixNano(), 36)
 }
+
+// TestDropAndRecreate checks that the statements FerretDB keeps prepared
+// (see the FerretDB README) still work after their collection is dropped
+// and created again under the same name, in both storage modes.
+func TestDropAndRecreate(t *testing.T) {
+	t.Parallel()
+
+	for _, cfg := range []Config{{InMemory: true}, {Dir: t.TempDir()}} {
+		s := start(t, cfg)
+		db := connect(t, s.URI()).Database("recreate")
+
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+
+		for round := range 3 {
+			coll := db.Collection("c")
+			for i := range 3 {
+				err := coll.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: "k"}},
+					bson.D{{Key: "$inc", Value: bson.D{{Key: "n", Value: 1}}}},
+					options.FindOneAndUpdate().SetUpsert(true)).Err()
+				if err != nil && i > 0 {
+					t.Fatalf("InMemory=%v round %d: findAndModify: %v", cfg.InMemory, round, err)
+				}
+			}
+			var doc struct{ N int }
+			if err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: "k"}}).Decode(&doc); err != nil || doc.N != 3 {
+				t.Fatalf("InMemory=%v round %d: n = %d, %v; want 3", cfg.InMemory, round, doc.N, err)
+			}
+			drop := func(ctx context.Context) error { return coll.Drop(ctx) }
+			if round%2 == 1 {
+				drop = db.Drop
+			}
+			if err := drop(ctx); err != nil {
+				t.Fatalf("InMemory=%v round %d: drop: %v", cfg.InMemory, round, err)
+			}
+		}
+	}
+}

@@ -38,6 +38,7 @@ import (
 // It also exposes additional methods.
 type DB struct {
 	sqlDB     *sql.DB
+	stmts     stmtCache // mongolock patch: see stmtCache
 	l         *slog.Logger
 	token     *resource.Token
 	BatchSize int
@@ -66,6 +67,8 @@ func WrapDB(db *sql.DB, name string, l *slog.Logger) *DB {
 // Close calls [*sql.DB.Close].
 func (db *DB) Close() error {
 	resource.Untrack(db, db.token)
+	db.stmts.close()
+
 	return db.sqlDB.Close()
 }
 
@@ -77,7 +80,7 @@ func (db *DB) Ping(ctx context.Context) error {
 // QueryContext calls [*sql.DB.QueryContext].
 func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*Rows, error) {
 	if !db.l.Enabled(ctx, slog.LevelDebug) { // mongolock patch: see package documentation
-		rows, err := db.sqlDB.QueryContext(ctx, query, args...)
+		rows, err := db.queryContext(ctx, query, args...)
 		return wrapRows(rows), err
 	}
 
@@ -86,7 +89,7 @@ func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*Row
 	fields := []any{slog.Any("args", args)}
 	db.l.With(fields...).DebugContext(ctx, fmt.Sprintf(">>> %s", query))
 
-	rows, err := db.sqlDB.QueryContext(ctx, query, args...)
+	rows, err := db.queryContext(ctx, query, args...)
 
 	fields = append(fields, slog.Duration("time", time.Since(start)), logging.Error(err))
 	db.l.With(fields...).DebugContext(ctx, fmt.Sprintf("<<< %s", query))
@@ -97,7 +100,7 @@ func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*Row
 // QueryRowContext calls [*sql.DB.QueryRowContext].
 func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
 	if !db.l.Enabled(ctx, slog.LevelDebug) { // mongolock patch: see package documentation
-		return db.sqlDB.QueryRowContext(ctx, query, args...)
+		return db.queryRowContext(ctx, query, args...)
 	}
 
 	start := time.Now()
@@ -105,7 +108,7 @@ func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *s
 	fields := []any{slog.Any("args", args)}
 	db.l.With(fields...).DebugContext(ctx, fmt.Sprintf(">>> %s", query))
 
-	row := db.sqlDB.QueryRowContext(ctx, query, args...)
+	row := db.queryRowContext(ctx, query, args...)
 
 	fields = append(fields, slog.Duration("time", time.Since(start)), logging.Error(row.Err()))
 	db.l.With(fields...).DebugContext(ctx, fmt.Sprintf("<<< %s", query))
@@ -116,7 +119,7 @@ func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *s
 // ExecContext calls [*sql.DB.ExecContext].
 func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	if !db.l.Enabled(ctx, slog.LevelDebug) { // mongolock patch: see package documentation
-		return db.sqlDB.ExecContext(ctx, query, args...)
+		return db.execContext(ctx, query, args...)
 	}
 
 	start := time.Now()
@@ -124,7 +127,7 @@ func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.R
 	fields := []any{slog.Any("args", args)}
 	db.l.With(fields...).DebugContext(ctx, fmt.Sprintf(">>> %s", query))
 
-	res, err := db.sqlDB.ExecContext(ctx, query, args...)
+	res, err := db.execContext(ctx, query, args...)
 
 	if res != nil {
 		ra, _ := res.RowsAffected()
@@ -135,6 +138,45 @@ func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.R
 	db.l.With(fields...).DebugContext(ctx, fmt.Sprintf("<<< %s", query))
 
 	return res, err
+}
+
+// queryContext runs query with a cached statement if it has arguments.
+//
+// mongolock patch: see stmtCache.
+func (db *DB) queryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if len(args) > 0 {
+		if st := db.stmts.get(ctx, db.sqlDB, query); st != nil {
+			return st.QueryContext(ctx, args...)
+		}
+	}
+
+	return db.sqlDB.QueryContext(ctx, query, args...)
+}
+
+// queryRowContext runs query with a cached statement if it has arguments.
+//
+// mongolock patch: see stmtCache.
+func (db *DB) queryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if len(args) > 0 {
+		if st := db.stmts.get(ctx, db.sqlDB, query); st != nil {
+			return st.QueryRowContext(ctx, args...)
+		}
+	}
+
+	return db.sqlDB.QueryRowContext(ctx, query, args...)
+}
+
+// execContext runs query with a cached statement if it has arguments.
+//
+// mongolock patch: see stmtCache.
+func (db *DB) execContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if len(args) > 0 {
+		if st := db.stmts.get(ctx, db.sqlDB, query); st != nil {
+			return st.ExecContext(ctx, args...)
+		}
+	}
+
+	return db.sqlDB.ExecContext(ctx, query, args...)
 }
 
 // InTransaction wraps the given function f in a transaction.
