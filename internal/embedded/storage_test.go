@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
@@ -205,5 +206,41 @@ func TestDropAndRecreate(t *testing.T) {
 				t.Fatalf("InMemory=%v round %d: drop: %v", cfg.InMemory, round, err)
 			}
 		}
+	}
+}
+
+// BenchmarkStartInsertClose measures what each test that starts a server of its
+// own pays: Start, a first insert through the proxy, and Close, for a server
+// in memory and for one in files (in a directory created for each).
+//
+// Run: go test -run '^$' -bench StartInsertClose -benchtime 200x ./internal/embedded/
+func BenchmarkStartInsertClose(b *testing.B) {
+	for _, mode := range []string{"memory", "files"} {
+		b.Run(mode, func(b *testing.B) {
+			ctx := context.Background()
+			for b.Loop() {
+				cfg := Config{InMemory: true}
+				if mode == "files" {
+					cfg = Config{Dir: b.TempDir()}
+				}
+				s, err := Start(ctx, cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c, err := mongo.Connect(options.Client().ApplyURI(s.URI()))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := c.Database("db").Collection("c").InsertOne(ctx, bson.D{{Key: "_id", Value: 1}}); err != nil {
+					b.Fatal(err)
+				}
+				if err := c.Disconnect(ctx); err != nil {
+					b.Fatal(err)
+				}
+				if err := s.Close(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
