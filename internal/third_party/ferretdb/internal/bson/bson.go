@@ -262,6 +262,13 @@ func ToArray(a wirebson.AnyArray) (*types.Array, error) {
 
 // ToDocument converts wirebson document to [*types.Document].
 func ToDocument(d wirebson.AnyDocument) (*types.Document, error) {
+	// mongolock patch: see fast.go.
+	if raw, ok := d.(wirebson.RawDocument); ok {
+		if doc, ok := fastDocument(raw); ok {
+			return doc, nil
+		}
+	}
+
 	doc, err := d.Decode()
 	if err != nil {
 		return nil, lazyerrors.Error(err)

@@ -264,11 +264,12 @@ func toSJSON(v any) sjsontype {
 // Unmarshal decodes the top-level document.
 // It decodes document's schema from the `$s` field and uses it to decode the data of the document.
 func Unmarshal(data []byte) (*types.Document, error) {
-	var v map[string]json.RawMessage
-
-	err := unmarshalExact(data, &v)
-	if err != nil {
-		return nil, lazyerrors.Error(err)
+	// mongolock patch: see splitObject.
+	v, ok := splitObject(data)
+	if !ok {
+		if err := unmarshalExact(data, &v); err != nil {
+			return nil, lazyerrors.Error(err)
+		}
 	}
 
 	// decode schema from the $s field of the document
