@@ -5,7 +5,7 @@
 // a wire-protocol proxy. Each call starts a server of its own and picks a
 // fresh database name; everything is stopped and freed when the test ends. A
 // server starts in a few milliseconds, and a Lock and Release through it take
-// about half a millisecond (docs/PERFORMANCE.md). [WithDataDir] keeps the
+// a quarter of a millisecond (docs/PERFORMANCE.md). [WithDataDir] keeps the
 // data in SQLite files instead, as `mongolock devserver --data` does.
 //
 // FerretDB 1.x does not execute findAndModify atomically (it reads, then
@@ -89,8 +89,8 @@ func WithLogger(logger *slog.Logger) Option {
 // WithDataDir makes the server store its data in SQLite files in dir, as
 // `mongolock devserver --data DIR` does, instead of in memory: durable and
 // slower (see docs/PERFORMANCE.md). dir is created if needed and kept; pass
-// tb.TempDir() for a directory that the test removes. It has no effect with
-// MONGOLOCK_TEST_URI.
+// tb.TempDir() for a directory that the test removes. An empty dir keeps the
+// data in memory. It has no effect with MONGOLOCK_TEST_URI.
 func WithDataDir(dir string) Option {
 	return func(c *config) { c.dataDir = dir }
 }
