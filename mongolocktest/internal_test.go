@@ -2,6 +2,7 @@ package mongolocktest
 
 import (
 	"context"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -97,6 +98,22 @@ func TestEnvLogger(t *testing.T) {
 		if got := envLogger() != nil; got != want {
 			t.Errorf("%s=%q: logger = %v, want %v", EnvLog, v, got, want)
 		}
+	}
+}
+
+// TestStartInMemory checks that Start's server keeps its data in memory
+// unless WithDataDir is given.
+func TestStartInMemory(t *testing.T) {
+	if os.Getenv(EnvURI) != "" {
+		t.Skip("the server is " + EnvURI)
+	}
+
+	if dir := Start(t).embedded.Dir(); dir != "" {
+		t.Errorf("default server's data directory is %q, want none (in memory)", dir)
+	}
+	want := t.TempDir()
+	if dir := Start(t, WithDataDir(want)).embedded.Dir(); dir != want {
+		t.Errorf("WithDataDir(%q): data directory %q", want, dir)
 	}
 }
 

@@ -1,10 +1,12 @@
 // Package mongolocktest provides a MongoDB-compatible server for tests, with
 // fault injection.
 //
-// [Start] runs FerretDB 1.x in the test process, on SQLite in a temporary
-// directory, behind a wire-protocol proxy. Each call starts a server of its
-// own and picks a fresh database name; everything is stopped and removed when
-// the test ends. A server starts in a few milliseconds.
+// [Start] runs FerretDB 1.x in the test process, on SQLite in memory, behind
+// a wire-protocol proxy. Each call starts a server of its own and picks a
+// fresh database name; everything is stopped and freed when the test ends. A
+// server starts in a few milliseconds, and a Lock and Release through it take
+// a quarter of a millisecond (docs/PERFORMANCE.md). [WithDataDir] keeps the
+// data in SQLite files instead, as `mongolock devserver --data` does.
 //
 // FerretDB 1.x does not execute findAndModify atomically (it reads, then
 // writes), so two concurrent conditional updates of one document can both
@@ -90,7 +92,8 @@ type Option func(*config)
 
 // config is the result of applying Options.
 type config struct {
-	logger *slog.Logger
+	logger  *slog.Logger
+	dataDir string // "" for in memory
 }
 
 // WithLogger sends FerretDB's logs to logger. It takes precedence over
@@ -98,6 +101,15 @@ type config struct {
 // reply (duplicate keys included) at WARN.
 func WithLogger(logger *slog.Logger) Option {
 	return func(c *config) { c.logger = logger }
+}
+
+// WithDataDir makes the server store its data in SQLite files in dir, as
+// `mongolock devserver --data DIR` does, instead of in memory: durable and
+// slower (see docs/PERFORMANCE.md). dir is created if needed and kept; pass
+// tb.TempDir() for a directory that the test removes. An empty dir keeps the
+// data in memory. It has no effect with MONGOLOCK_TEST_URI.
+func WithDataDir(dir string) Option {
+	return func(c *config) { c.dataDir = dir }
 }
 
 // Server is a test server started by [Start].
@@ -144,7 +156,11 @@ func Start(tb testing.TB, opts ...Option) *Server {
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 
-	srv, err := embedded.Start(ctx, embedded.Config{Dir: tb.TempDir(), Logger: cfg.logger})
+	ecfg := embedded.Config{InMemory: true, Logger: cfg.logger}
+	if cfg.dataDir != "" {
+		ecfg = embedded.Config{Dir: cfg.dataDir, Logger: cfg.logger}
+	}
+	srv, err := embedded.Start(ctx, ecfg)
 	if err != nil {
 		tb.Fatalf("mongolocktest: start FerretDB: %v", err)
 	}

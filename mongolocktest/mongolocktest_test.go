@@ -3,6 +3,8 @@ package mongolocktest_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -56,6 +58,26 @@ func TestStart(t *testing.T) {
 	n, err := s1.Client(t).Database(s1.Database()).Collection("c").CountDocuments(ctx, bson.D{})
 	if err != nil || n != 1 {
 		t.Errorf("CountDocuments = %d, %v; want 1", n, err)
+	}
+}
+
+// TestWithDataDir checks that WithDataDir keeps the data in SQLite files in
+// the given directory.
+func TestWithDataDir(t *testing.T) {
+	t.Parallel()
+	if os.Getenv(mongolocktest.EnvURI) != "" {
+		t.Skip("WithDataDir has no effect with " + mongolocktest.EnvURI)
+	}
+
+	dir := t.TempDir()
+	s := mongolocktest.Start(t, mongolocktest.WithDataDir(dir))
+
+	ctx := ctxTimeout(t, 30*time.Second)
+	if _, err := s.Client(t).Database(s.Database()).Collection("c").InsertOne(ctx, bson.D{{Key: "_id", Value: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, s.Database()+".sqlite")); err != nil {
+		t.Errorf("no database file in the data directory: %v", err)
 	}
 }
 

@@ -1,6 +1,10 @@
 // Package embedded runs FerretDB 1.x in-process, on SQLite, behind a
 // serializing wire-protocol proxy.
 //
+// The databases are SQLite files in a data directory ([Config.Dir]), or,
+// with [Config.InMemory], SQLite databases in memory: nothing is written to
+// disk, and a server starts and works faster, but its data ends with it.
+//
 // FerretDB 1.x executes findAndModify as a read followed by a separate write,
 // so two concurrent conditional updates of one document can both succeed. The
 // [wireproxy.Proxy] in front of it forwards one command at a time, which
@@ -39,8 +43,13 @@ const defaultStartTimeout = 30 * time.Second
 type Config struct {
 	// Dir is the data directory for the SQLite databases. It is created if
 	// needed and kept by Close. If empty, a temporary directory is used and
-	// removed by Close.
+	// removed by Close, unless InMemory is set.
 	Dir string
+
+	// InMemory keeps the databases in memory instead of in files: the data
+	// lasts as long as the server. Dir must then be empty. It suits tests,
+	// which start a server of their own and want it fast.
+	InMemory bool
 
 	// Listen is the proxy's listen address. Empty means "127.0.0.1:0".
 	// FerretDB itself always listens on a random loopback port.
@@ -54,7 +63,7 @@ type Config struct {
 
 // Server is a running FerretDB with a serializing proxy in front of it.
 type Server struct {
-	dir       string
+	dir       string // "" when in memory
 	removeDir bool
 
 	directAddr string
@@ -87,8 +96,17 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 	}()
 
-	if err := s.prepareDir(cfg.Dir); err != nil {
-		return nil, err
+	var sqliteURL string
+	switch {
+	case cfg.InMemory && cfg.Dir != "":
+		return nil, fmt.Errorf("embedded: both a data directory (%s) and InMemory given", cfg.Dir)
+	case cfg.InMemory:
+		sqliteURL = memorySQLiteURL()
+	default:
+		if err := s.prepareDir(cfg.Dir); err != nil {
+			return nil, err
+		}
+		sqliteURL = fileSQLiteURL(s.dir)
 	}
 
 	logger := cfg.Logger
@@ -99,7 +117,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	fdb, err := newFerretDB(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
 		Handler:   "sqlite",
-		SQLiteURL: sqliteURL(s.dir),
+		SQLiteURL: sqliteURL,
 		Logger:    logger,
 	})
 	if err != nil {
@@ -160,14 +178,29 @@ func (s *Server) prepareDir(dir string) error {
 	return nil
 }
 
-// sqliteURL returns FerretDB's SQLiteURL for the directory dir. FerretDB
+// fileSQLiteURL returns FerretDB's SQLiteURL for the directory dir. FerretDB
 // puts SQLite in WAL mode; synchronous(normal) makes a commit skip the
 // fsync (the WAL is synced at checkpoints), which is still crash-safe for
 // the database file and makes each write a fraction of a millisecond
 // instead of about one: a bulk write of N updates is N commits.
-func sqliteURL(dir string) string {
+func fileSQLiteURL(dir string) string {
 	u := url.URL{Scheme: "file", Path: filepath.ToSlash(dir) + "/", OmitHost: true,
 		RawQuery: "_pragma=synchronous(normal)"}
+	return u.String()
+}
+
+// memorySQLiteURL returns FerretDB's SQLiteURL for databases in memory.
+//
+// FerretDB's SQLite backend opens each database with the URL's path and
+// query: with mode=memory, SQLite keeps the database in the memory of its
+// connection and never opens the file the path names (FerretDB then gives
+// each database a single connection, and the patched copy reads each query's
+// rows before it releases that connection; see its README). The path must
+// still be an existing directory; the system's temporary directory is only a
+// name here.
+func memorySQLiteURL() string {
+	u := url.URL{Scheme: "file", Path: filepath.ToSlash(os.TempDir()) + "/", OmitHost: true,
+		RawQuery: "mode=memory"}
 	return u.String()
 }
 
@@ -227,7 +260,7 @@ func (s *Server) Proxy() *wireproxy.Proxy {
 	return s.proxy
 }
 
-// Dir returns the data directory.
+// Dir returns the data directory, or "" if the databases are in memory.
 func (s *Server) Dir() string {
 	return s.dir
 }

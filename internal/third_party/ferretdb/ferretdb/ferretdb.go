@@ -39,15 +39,9 @@ type Config struct {
 	// Logger to use; if nil, `slog.Default()` is used.
 	Logger *slog.Logger
 
-	// Handler to use; one of `postgresql` or `sqlite`.
+	// Handler to use; only `sqlite` (mongolock trim: the `postgresql`
+	// handler and its PostgreSQLURL are removed).
 	Handler string
-
-	// PostgreSQL connection string for `postgresql` handler.
-	// See:
-	//   - https://pkg.go.dev/github.com/jackc/pgx/v5/pgxpool#ParseConfig
-	//   - https://pkg.go.dev/github.com/jackc/pgx/v5#ParseConfig
-	//   - https://pkg.go.dev/github.com/jackc/pgx/v5/pgconn#ParseConfig
-	PostgreSQLURL string // For example: `postgres://hostname:5432/ferretdb`.
 
 	// SQLite URI (directory) for `sqlite` handler.
 	// See https://www.sqlite.org/uri.html.
@@ -112,7 +106,7 @@ func New(config *Config) (*FerretDB, error) {
 		return nil, fmt.Errorf("failed to construct handler: %s", err)
 	}
 
-	metrics := connmetrics.NewListenerMetrics()
+	metrics := connmetrics.NewConnMetrics()
 
 	logger := config.Logger
 	if logger == nil {
@@ -121,11 +115,9 @@ func New(config *Config) (*FerretDB, error) {
 
 	h, closeBackend, err := registry.NewHandler(config.Handler, &registry.NewHandlerOpts{
 		Logger:        logger,
-		ConnMetrics:   metrics.ConnMetrics,
+		ConnMetrics:   metrics,
 		StateProvider: sp,
 		TCPHost:       config.Listener.TCP,
-
-		PostgreSQLURL: config.PostgreSQLURL,
 
 		SQLiteURL: config.SQLiteURL,
 
@@ -150,7 +142,6 @@ func New(config *Config) (*FerretDB, error) {
 		TLSKeyFile:  config.Listener.TLSKeyFile,
 		TLSCAFile:   config.Listener.TLSCAFile,
 
-		Mode:    clientconn.NormalMode,
 		Metrics: metrics,
 		Handler: h,
 		Logger:  logger,

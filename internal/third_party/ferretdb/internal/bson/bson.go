@@ -18,6 +18,7 @@ package bson
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/FerretDB/wire"
@@ -187,6 +188,12 @@ func convertToTypes(v any) (any, error) {
 		return arr, nil
 
 	case float64:
+		// mongolock patch: the NaN check that upstream leaves to wire.CheckNaNs
+		// (see the handler package's init); the same message.
+		if math.IsNaN(v) {
+			return nil, lazyerrors.New("NaN is not supported")
+		}
+
 		return v, nil
 	case string:
 		return v, nil
@@ -255,6 +262,13 @@ func ToArray(a wirebson.AnyArray) (*types.Array, error) {
 
 // ToDocument converts wirebson document to [*types.Document].
 func ToDocument(d wirebson.AnyDocument) (*types.Document, error) {
+	// mongolock patch: see fast.go.
+	if raw, ok := d.(wirebson.RawDocument); ok {
+		if doc, ok := fastDocument(raw); ok {
+			return doc, nil
+		}
+	}
+
 	doc, err := d.Decode()
 	if err != nil {
 		return nil, lazyerrors.Error(err)

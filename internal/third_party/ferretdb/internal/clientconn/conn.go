@@ -32,58 +32,26 @@ import (
 	"time"
 
 	"github.com/FerretDB/wire"
-	"github.com/pmezard/go-difflib/difflib"
-	"go.opentelemetry.io/otel"
-	otelattribute "go.opentelemetry.io/otel/attribute"
-	otelcodes "go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/trace"
 
-	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/bson"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/clientconn/conninfo"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/clientconn/connmetrics"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/handler"
-	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/handler/common"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/handler/handlererrors"
-	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/handler/proxy"
-	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/types"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/lazyerrors"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/logging"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/must"
-	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/observability"
 )
 
-// Mode represents FerretDB mode of operation.
-type Mode string
-
-const (
-	// NormalMode only handles requests.
-	NormalMode Mode = "normal"
-	// ProxyMode only proxies requests to another wire protocol compatible service.
-	ProxyMode Mode = "proxy"
-	// DiffNormalMode both handles requests and proxies them, then logs the diff.
-	// Only the FerretDB response is sent to the client.
-	DiffNormalMode Mode = "diff-normal"
-	// DiffProxyMode both handles requests and proxies them, then logs the diff.
-	// Only the proxy response is sent to the client.
-	DiffProxyMode Mode = "diff-proxy"
-)
-
-// AllModes includes all operation modes, with the first one being the default.
-var AllModes = []string{
-	string(NormalMode),
-	string(ProxyMode),
-	string(DiffNormalMode),
-	string(DiffProxyMode),
-}
+// mongolock trim: upstream's operation modes other than "normal" (proxy,
+// diff-normal, diff-proxy: forwarding requests to another server and logging
+// the differences) are removed; connections always handle requests.
 
 // conn represents client connection.
 type conn struct {
 	netConn        net.Conn
-	mode           Mode
 	l              *slog.Logger
 	h              *handler.Handler
 	m              *connmetrics.ConnMetrics
-	proxy          *proxy.Router
 	lastRequestID  atomic.Int32
 	testRecordsDir string // if empty, no records are created
 }
@@ -91,43 +59,24 @@ type conn struct {
 // newConnOpts represents newConn options.
 type newConnOpts struct {
 	netConn     net.Conn
-	mode        Mode
 	l           *slog.Logger
 	handler     *handler.Handler
 	connMetrics *connmetrics.ConnMetrics
-
-	proxyAddr        string
-	proxyTLSCertFile string
-	proxyTLSKeyFile  string
-	proxyTLSCAFile   string
 
 	testRecordsDir string // if empty, no records are created
 }
 
 // newConn creates a new client connection for given net.Conn.
 func newConn(opts *newConnOpts) (*conn, error) {
-	if opts.mode == "" {
-		panic("mode required")
-	}
 	if opts.handler == nil {
 		panic("handler required")
 	}
 
-	var p *proxy.Router
-	if opts.mode != NormalMode {
-		var err error
-		if p, err = proxy.New(opts.proxyAddr, opts.proxyTLSCertFile, opts.proxyTLSKeyFile, opts.proxyTLSCAFile); err != nil {
-			return nil, lazyerrors.Error(err)
-		}
-	}
-
 	return &conn{
 		netConn:        opts.netConn,
-		mode:           opts.mode,
 		l:              opts.l,
 		h:              opts.handler,
 		m:              opts.connMetrics,
-		proxy:          p,
 		testRecordsDir: opts.testRecordsDir,
 	}, nil
 }
@@ -239,10 +188,6 @@ func (c *conn) run(ctx context.Context) (err error) {
 			err = e
 		}
 
-		if c.proxy != nil {
-			c.proxy.Close()
-		}
-
 		// c.netConn is closed by the caller
 	}()
 
@@ -263,86 +208,9 @@ func (c *conn) run(ctx context.Context) (err error) {
 			c.l.DebugContext(ctx, "Request message:\n"+reqBody.String()+"\n")
 		}
 
-		// diffLogLevel provides the level of logging for the diff between the "normal" and "proxy" responses.
-		// It is set to the highest level of logging used to log response.
-		diffLogLevel := slog.LevelDebug
-
-		// send request to proxy first (unless we are in normal mode)
-		// because FerretDB's handling could modify reqBody's documents,
-		// creating a data race
-		var proxyHeader *wire.MsgHeader
-		var proxyBody wire.MsgBody
-		if c.mode != NormalMode {
-			if c.proxy == nil {
-				panic("proxy addr was nil")
-			}
-
-			proxyHeader, proxyBody = c.proxy.Route(ctx, reqHeader, reqBody)
-		}
-
-		// handle request unless we are in proxy mode
 		var resCloseConn bool
-		if c.mode != ProxyMode {
-			resHeader, resBody, resCloseConn = c.route(ctx, reqHeader, reqBody)
-			if level := c.logResponse(ctx, "Response", resHeader, resBody, resCloseConn); level > diffLogLevel {
-				diffLogLevel = level
-			}
-		}
-
-		// log proxy response after the normal response to make it less confusing
-		if c.mode != NormalMode {
-			if level := c.logResponse(ctx, "Proxy response", proxyHeader, proxyBody, false); level > diffLogLevel {
-				diffLogLevel = level
-			}
-		}
-
-		// diff in diff mode
-		if c.l.Enabled(ctx, diffLogLevel) && (c.mode == DiffNormalMode || c.mode == DiffProxyMode) {
-			var diffHeader string
-			diffHeader, err = difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
-				A:        difflib.SplitLines(resHeader.String()),
-				FromFile: "res header",
-				B:        difflib.SplitLines(proxyHeader.String()),
-				ToFile:   "proxy header",
-				Context:  1,
-			})
-			if err != nil {
-				return
-			}
-
-			// resBody can be nil if we got a message we could not handle at all, like unsupported OpQuery.
-			var resBodyString, proxyBodyString string
-
-			if resBody != nil {
-				resBodyString = resBody.StringBlock()
-			}
-
-			if proxyBody != nil {
-				proxyBodyString = proxyBody.StringBlock()
-			}
-
-			var diffBody string
-			diffBody, err = difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
-				A:        difflib.SplitLines(resBodyString),
-				FromFile: "res body",
-				B:        difflib.SplitLines(proxyBodyString),
-				ToFile:   "proxy body",
-				Context:  1,
-			})
-			if err != nil {
-				return
-			}
-
-			if c.l.Enabled(ctx, diffLogLevel) {
-				c.l.Log(ctx, diffLogLevel, "Header diff:\n"+diffHeader+"\nBody diff:\n"+diffBody)
-			}
-		}
-
-		// replace response with one from proxy in proxy and diff-proxy modes
-		if c.mode == ProxyMode || c.mode == DiffProxyMode {
-			resHeader = proxyHeader
-			resBody = proxyBody
-		}
+		resHeader, resBody, resCloseConn = c.route(ctx, reqHeader, reqBody)
+		c.logResponse(ctx, "Response", resHeader, resBody, resCloseConn)
 
 		if resHeader == nil || resBody == nil {
 			panic("no response to send to client")
@@ -372,39 +240,23 @@ func (c *conn) run(ctx context.Context) (err error) {
 //
 // Returned resBody can be nil.
 func (c *conn) route(connCtx context.Context, reqHeader *wire.MsgHeader, reqBody wire.MsgBody) (resHeader *wire.MsgHeader, resBody wire.MsgBody, closeConn bool) { //nolint:lll // argument list is too long
-	var span trace.Span
-	var command, result, argument string
+	// mongolock trim: upstream also records OpenTelemetry spans (continuing a
+	// trace whose context is passed in the command's comment) and Prometheus
+	// metrics by op code, command, argument and result; only the counts that
+	// serverStatus reports are kept.
+	var command, result string
 	defer func() {
 		if result == "" {
 			result = "panic"
 		}
 
-		if argument == "" {
-			argument = "unknown"
-		}
-
-		c.m.Responses.WithLabelValues(resHeader.OpCode.String(), command, argument, result).Inc()
-
-		must.NotBeZero(span)
-
-		if result != "ok" {
-			span.SetStatus(otelcodes.Error, result)
-		}
-
-		span.SetName(command)
-		span.SetAttributes(
-			otelattribute.String("db.ferretdb.opcode", resHeader.OpCode.String()),
-			otelattribute.Int("db.ferretdb.request_id", int(resHeader.ResponseTo)),
-			otelattribute.String("db.ferretdb.argument", argument),
-		)
-		span.End()
+		c.m.Observe(command, result != "ok")
 	}()
 
 	resHeader = new(wire.MsgHeader)
 	var err error
 	switch reqHeader.OpCode {
 	case wire.OpCodeMsg:
-		var document *types.Document
 		msg := reqBody.(*wire.OpMsg)
 
 		resHeader.OpCode = wire.OpCodeMsg
@@ -412,37 +264,26 @@ func (c *conn) route(connCtx context.Context, reqHeader *wire.MsgHeader, reqBody
 		// decoded successfully already in [run] [wire.ReadMessage] [UnmarshalBinaryNocopy] [check]
 		doc := must.NotFail(msg.RawSection0().Decode())
 
-		document, err = bson.ToDocument(doc)
-
-		if err == nil {
-			comment, _ := common.GetOptionalParam(document, "comment", "")
-
-			spanCtx, e := observability.SpanContextFromComment(comment)
-			if e == nil {
-				connCtx = trace.ContextWithRemoteSpanContext(connCtx, spanCtx)
-			} else {
-				c.l.DebugContext(connCtx, "Failed to extract span context from comment", logging.Error(e))
-			}
-		}
-
-		connCtx, span = otel.Tracer("").Start(connCtx, "")
-
 		command = doc.Command()
 
-		if err == nil {
-			// do not store typed nil in interface, it makes it non-nil
+		// mongolock patch: upstream converted the whole request to a
+		// *types.Document here (to read a tracing context from its comment,
+		// trimmed) and failed the request if that conversion failed; the
+		// handlers convert it again (opMsgDocument) and fail the same way.
+		// Only commands that ignore their arguments (buildInfo, hostInfo,
+		// listCommands, ...) no longer reject a request whose arguments
+		// FerretDB cannot represent.
 
-			var resMsg *wire.OpMsg
-			resMsg, err = c.handleOpMsg(connCtx, msg, command)
+		// do not store typed nil in interface, it makes it non-nil
 
-			if resMsg != nil {
-				resBody = resMsg
-			}
+		var resMsg *wire.OpMsg
+		resMsg, err = c.handleOpMsg(connCtx, msg, command)
+
+		if resMsg != nil {
+			resBody = resMsg
 		}
 
 	case wire.OpCodeQuery:
-		connCtx, span = otel.Tracer("").Start(connCtx, "")
-
 		query := reqBody.(*wire.OpQuery)
 		resHeader.OpCode = wire.OpCodeReply
 
@@ -470,19 +311,15 @@ func (c *conn) route(connCtx context.Context, reqHeader *wire.MsgHeader, reqBody
 	case wire.OpCodeKillCursors:
 		fallthrough
 	case wire.OpCodeCompressed:
-		connCtx, span = otel.Tracer("").Start(connCtx, "")
 		err = lazyerrors.Errorf("unhandled OpCode %s", reqHeader.OpCode)
 
 	default:
-		connCtx, span = otel.Tracer("").Start(connCtx, "")
 		err = lazyerrors.Errorf("unexpected OpCode %s", reqHeader.OpCode)
 	}
 
 	if command == "" {
 		command = "unknown"
 	}
-
-	c.m.Requests.WithLabelValues(reqHeader.OpCode.String(), command).Inc()
 
 	// set body for error
 	if err != nil {
@@ -500,20 +337,12 @@ func (c *conn) route(connCtx context.Context, reqHeader *wire.MsgHeader, reqBody
 			default:
 				panic(fmt.Errorf("unexpected error type %T", protoErr))
 			}
-
-			if info := protoErr.Info(); info != nil {
-				argument = info.Argument
-			}
 		case wire.OpCodeReply:
 			protoErr := handlererrors.ProtocolError(err)
 
 			resBody = must.NotFail(wire.NewOpReply(protoErr.Document()))
 
 			result = protoErr.(*handlererrors.CommandError).Code().String()
-
-			if info := protoErr.Info(); info != nil {
-				argument = info.Argument
-			}
 		case wire.OpCodeQuery:
 			fallthrough
 		case wire.OpCodeUpdate:
@@ -595,6 +424,12 @@ func (c *conn) handleOpMsg(connCtx context.Context, msg *wire.OpMsg, command str
 // for example "Response" or "Proxy Response".
 func (c *conn) logResponse(ctx context.Context, who string, resHeader *wire.MsgHeader, resBody wire.MsgBody, closeConn bool) slog.Level { //nolint:lll // for readability
 	level := slog.LevelDebug
+
+	// mongolock patch: return before decoding the reply when it would not be
+	// logged whatever its level; upstream decoded every reply.
+	if !c.l.Enabled(ctx, slog.LevelWarn) && !(closeConn && c.l.Enabled(ctx, slog.LevelError)) {
+		return level
+	}
 
 	if resHeader.OpCode == wire.OpCodeMsg {
 		doc := must.NotFail(must.NotFail(resBody.(*wire.OpMsg).RawDocument()).Decode())

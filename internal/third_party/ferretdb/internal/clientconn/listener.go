@@ -26,7 +26,6 @@ import (
 	"time"
 
 	"github.com/FerretDB/wire"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/clientconn/connmetrics"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/handler"
@@ -64,13 +63,10 @@ type NewListenerOpts struct {
 	TLSKeyFile  string
 	TLSCAFile   string
 
-	ProxyAddr        string
-	ProxyTLSCertFile string
-	ProxyTLSKeyFile  string
-	ProxyTLSCAFile   string
+	// mongolock trim: upstream's ProxyAddr, ProxyTLS* and Mode (see conn.go)
+	// are removed, and Metrics are only the commands' counts.
 
-	Mode           Mode
-	Metrics        *connmetrics.ListenerMetrics
+	Metrics        *connmetrics.ConnMetrics
 	Handler        *handler.Handler
 	Logger         *slog.Logger
 	TestRecordsDir string // if empty, no records are created
@@ -228,8 +224,6 @@ func acceptLoop(ctx context.Context, listener net.Listener, wg *sync.WaitGroup, 
 				return
 			}
 
-			l.Metrics.Accepts.WithLabelValues("1").Inc()
-
 			l.ll.WarnContext(ctx, "Failed to accept connection", logging.Error(err))
 			if !errors.Is(err, net.ErrClosed) {
 				retry++
@@ -239,19 +233,9 @@ func acceptLoop(ctx context.Context, listener net.Listener, wg *sync.WaitGroup, 
 		}
 
 		wg.Add(1)
-		l.Metrics.Accepts.WithLabelValues("0").Inc()
 
 		go func() {
-			var connErr error
-			start := time.Now()
-
 			defer func() {
-				lv := "0"
-				if connErr != nil {
-					lv = "1"
-				}
-
-				l.Metrics.Durations.WithLabelValues(lv).Observe(time.Since(start).Seconds())
 				netConn.Close()
 				wg.Done()
 			}()
@@ -270,15 +254,9 @@ func acceptLoop(ctx context.Context, listener net.Listener, wg *sync.WaitGroup, 
 
 			opts := &newConnOpts{
 				netConn:     netConn,
-				mode:        l.Mode,
 				l:           logging.WithName(l.Logger, "// "+connID+" "), // derive from the original unnamed logger
 				handler:     l.Handler,
-				connMetrics: l.Metrics.ConnMetrics, // share between all conns
-
-				proxyAddr:        l.ProxyAddr,
-				proxyTLSCertFile: l.ProxyTLSCertFile,
-				proxyTLSKeyFile:  l.ProxyTLSKeyFile,
-				proxyTLSCAFile:   l.ProxyTLSCAFile,
+				connMetrics: l.Metrics, // share between all conns
 
 				testRecordsDir: l.TestRecordsDir,
 			}
@@ -325,20 +303,3 @@ func (l *Listener) TLSAddr() net.Addr {
 	must.NotBeZero(l.tlsListener)
 	return l.tlsListener.Addr()
 }
-
-// Describe implements [prometheus.Collector].
-func (l *Listener) Describe(ch chan<- *prometheus.Desc) {
-	l.Metrics.Describe(ch)
-	l.Handler.Describe(ch)
-}
-
-// Collect implements [prometheus.Collector].
-func (l *Listener) Collect(ch chan<- prometheus.Metric) {
-	l.Metrics.Collect(ch)
-	l.Handler.Collect(ch)
-}
-
-// check interfaces
-var (
-	_ prometheus.Collector = (*Listener)(nil)
-)

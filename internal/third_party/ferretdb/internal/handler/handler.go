@@ -23,9 +23,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel"
-
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/backends"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/backends/decorators/oplog"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/clientconn/conninfo"
@@ -42,11 +39,7 @@ import (
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/state"
 )
 
-// Parts of Prometheus metric names.
 const (
-	namespace = "ferretdb"
-	subsystem = "handler"
-
 	// Maximum size of a batch for inserting data.
 	maxWriteBatchSize = int32(100000)
 
@@ -72,9 +65,9 @@ type Handler struct {
 	commands map[string]*command
 	wg       sync.WaitGroup
 
-	cappedCleanupStop             chan struct{}
-	cleanupCappedCollectionsDocs  *prometheus.CounterVec
-	cleanupCappedCollectionsBytes *prometheus.CounterVec
+	// mongolock trim: upstream's Prometheus counters of the documents and
+	// bytes that capped collections' cleanup removed are removed.
+	cappedCleanupStop chan struct{}
 }
 
 // NewOpts represents handler configuration.
@@ -129,24 +122,6 @@ func New(opts *NewOpts) (*Handler, error) {
 		cursors: cursor.NewRegistry(logging.WithName(opts.L, "cursors")),
 
 		cappedCleanupStop: make(chan struct{}),
-		cleanupCappedCollectionsDocs: prometheus.NewCounterVec(
-			prometheus.CounterOpts{
-				Namespace: namespace,
-				Subsystem: subsystem,
-				Name:      "cleanup_capped_docs",
-				Help:      "Total number of documents deleted in capped collections during cleanup.",
-			},
-			[]string{"db", "collection"},
-		),
-		cleanupCappedCollectionsBytes: prometheus.NewCounterVec(
-			prometheus.CounterOpts{
-				Namespace: namespace,
-				Subsystem: subsystem,
-				Name:      "cleanup_capped_bytes",
-				Help:      "Total number of bytes freed in capped collections during cleanup.",
-			},
-			[]string{"db", "collection"},
-		),
 	}
 
 	if err := h.setup(); err != nil {
@@ -173,8 +148,7 @@ func (h *Handler) setup() error {
 		return nil
 	}
 
-	ctx, span := otel.Tracer("").Start(context.TODO(), "HandlerSetup")
-	defer span.End()
+	ctx := context.TODO()
 
 	if h.SetupTimeout > 0 {
 		var cancel context.CancelFunc
@@ -280,30 +254,12 @@ func (h *Handler) Close() {
 	h.wg.Wait()
 }
 
-// Describe implements [prometheus.Collector].
-func (h *Handler) Describe(ch chan<- *prometheus.Desc) {
-	h.b.Describe(ch)
-	h.cursors.Describe(ch)
-	h.cleanupCappedCollectionsDocs.Describe(ch)
-	h.cleanupCappedCollectionsBytes.Describe(ch)
-}
-
-// Collect implements [prometheus.Collector].
-func (h *Handler) Collect(ch chan<- prometheus.Metric) {
-	h.b.Collect(ch)
-	h.cursors.Collect(ch)
-	h.cleanupCappedCollectionsDocs.Collect(ch)
-	h.cleanupCappedCollectionsBytes.Collect(ch)
-}
-
 // cleanupAllCappedCollections drops the given percent of documents from all capped collections.
 func (h *Handler) cleanupAllCappedCollections(ctx context.Context) error {
-	ctx, span := otel.Tracer("").Start(ctx, "HandlerCleanupAllCappedCollections")
 	h.L.DebugContext(ctx, "cleanupAllCappedCollections: started", slog.Int("percentage", int(h.CappedCleanupPercentage)))
 
 	start := time.Now()
 	defer func() {
-		span.End()
 		h.L.DebugContext(ctx, "cleanupAllCappedCollections: finished", slog.Duration("duration", time.Since(start)))
 	}()
 
@@ -352,9 +308,6 @@ func (h *Handler) cleanupAllCappedCollections(ctx context.Context) error {
 					slog.Int64("bytes_freed", bytesFreed),
 				)
 			}
-
-			h.cleanupCappedCollectionsDocs.WithLabelValues(dbInfo.Name, cInfo.Name).Add(float64(deleted))
-			h.cleanupCappedCollectionsBytes.WithLabelValues(dbInfo.Name, cInfo.Name).Add(float64(bytesFreed))
 		}
 	}
 

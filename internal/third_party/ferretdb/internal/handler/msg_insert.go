@@ -22,7 +22,6 @@ import (
 	"slices"
 
 	"github.com/FerretDB/wire"
-	"go.mongodb.org/mongo-driver/mongo"
 
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/backends"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/handler/common"
@@ -33,11 +32,22 @@ import (
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/must"
 )
 
+// WriteError is one entry of a write command's writeErrors array.
+//
+// mongolock trim: upstream used go.mongodb.org/mongo-driver/mongo.WriteError,
+// of which only these three fields were set; this type replaces it so that
+// the handler does not depend on the MongoDB Go driver v1.
+type WriteError struct {
+	Index   int    // the index of the failed statement in the command
+	Code    int    // the error code
+	Message string // the error message
+}
+
 // WriteErrorDocument returns a document representation of the write error.
 //
 // Find a better place for this function.
 // TODO https://github.com/FerretDB/FerretDB/issues/3263
-func WriteErrorDocument(we *mongo.WriteError) *types.Document {
+func WriteErrorDocument(we *WriteError) *types.Document {
 	return must.NotFail(types.NewDocument(
 		"index", int32(we.Index),
 		"code", int32(we.Code),
@@ -83,7 +93,7 @@ func (h *Handler) MsgInsert(connCtx context.Context, msg *wire.OpMsg) (*wire.OpM
 	defer docsIter.Close()
 
 	var inserted int32
-	var writeErrors []*mongo.WriteError
+	var writeErrors []*WriteError
 
 	var done bool
 	for !done {
@@ -133,7 +143,7 @@ func (h *Handler) MsgInsert(connCtx context.Context, msg *wire.OpMsg) (*wire.OpM
 				panic(fmt.Sprintf("Unknown error code: %v", ve.Code()))
 			}
 
-			writeErrors = append(writeErrors, &mongo.WriteError{
+			writeErrors = append(writeErrors, &WriteError{
 				Index:   i,
 				Code:    int(code),
 				Message: ve.Error(),
@@ -168,7 +178,7 @@ func (h *Handler) MsgInsert(connCtx context.Context, msg *wire.OpMsg) (*wire.OpM
 				return nil, lazyerrors.Error(err)
 			}
 
-			writeErrors = append(writeErrors, &mongo.WriteError{
+			writeErrors = append(writeErrors, &WriteError{
 				Index:   docsIndexes[j],
 				Code:    int(handlererrors.ErrDuplicateKeyInsert),
 				Message: fmt.Sprintf(`E11000 duplicate key error collection: %s.%s`, params.DB, params.Collection),
@@ -185,7 +195,7 @@ func (h *Handler) MsgInsert(connCtx context.Context, msg *wire.OpMsg) (*wire.OpM
 	))
 
 	if len(writeErrors) > 0 {
-		slices.SortFunc(writeErrors, func(a, b *mongo.WriteError) int {
+		slices.SortFunc(writeErrors, func(a, b *WriteError) int {
 			return cmp.Compare(a.Index, b.Index)
 		})
 

@@ -16,10 +16,10 @@ package handler
 
 import (
 	"context"
+	"maps"
 	"slices"
 
 	"github.com/FerretDB/wire"
-	"golang.org/x/exp/maps"
 
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/types"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/must"
@@ -30,7 +30,7 @@ import (
 // The passed context is canceled when the client connection is closed.
 func (h *Handler) MsgListCommands(connCtx context.Context, msg *wire.OpMsg) (*wire.OpMsg, error) {
 	cmdList := must.NotFail(types.NewDocument())
-	names := maps.Keys(h.Commands())
+	names := slices.Collect(maps.Keys(h.Commands()))
 	slices.Sort(names)
 
 	for _, name := range names {

@@ -16,8 +16,10 @@ package handler
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/FerretDB/wire"
@@ -47,21 +49,13 @@ func (h *Handler) MsgServerStatus(connCtx context.Context, msg *wire.OpMsg) (*wi
 
 	metricsDoc := types.MakeDocument(0)
 
-	metrics := h.ConnMetrics.GetResponses()
-	for _, commands := range metrics {
-		for command, arguments := range commands {
-			var total, failed int
-			for _, m := range arguments {
-				total += m.Total
-
-				for _, v := range m.Failures {
-					failed += v
-				}
-			}
-
-			d := must.NotFail(types.NewDocument("total", int64(total), "failed", int64(failed)))
-			metricsDoc.Set(command, d)
-		}
+	// mongolock trim: counts from connmetrics.ConnMetrics.Commands instead of
+	// Prometheus metrics, summed over op codes and sorted by command.
+	commands := h.ConnMetrics.Commands()
+	for _, command := range slices.Sorted(maps.Keys(commands)) {
+		c := commands[command]
+		d := must.NotFail(types.NewDocument("total", c.Total, "failed", c.Failed))
+		metricsDoc.Set(command, d)
 	}
 
 	res := must.NotFail(types.NewDocument(

@@ -23,9 +23,15 @@ import (
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/must"
 )
 
-// init sets wire package to return error if float64 NaN value is present in wire messages.
+// init sets wire package not to check wire messages for float64 NaN values.
+//
+// mongolock patch: upstream sets wire.CheckNaNs to true, which makes
+// wire.ReadMessage decode every document of every request in depth only to
+// look for NaNs (and close the connection if it finds one). Converting a
+// request to *types.Document (bson.ToDocument, which every handler that
+// reads its arguments does) rejects NaNs instead, as an error reply.
 func init() {
-	wire.CheckNaNs = true
+	wire.CheckNaNs = false
 }
 
 // opMsgDocument gets a raw document from section 0 and converts to [*types.Document].

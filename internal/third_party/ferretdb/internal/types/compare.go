@@ -16,11 +16,10 @@ package types
 
 import (
 	"bytes"
+	"cmp"
 	"math"
 	"math/big"
 	"time"
-
-	"golang.org/x/exp/constraints"
 
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/must"
 )
@@ -237,7 +236,7 @@ func compareInvert(res CompareResult) CompareResult {
 }
 
 // compareOrdered compares BSON values of the same type using ==, <, > operators.
-func compareOrdered[T constraints.Ordered](a, b T) CompareResult {
+func compareOrdered[T cmp.Ordered](a, b T) CompareResult {
 	switch {
 	case a == b:
 		return Equal

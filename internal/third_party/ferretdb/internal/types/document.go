@@ -41,7 +41,7 @@ type document interface {
 // that is not a field and can't be accessed by most methods.
 // It is used to locate the document in the backend.
 type Document struct {
-	keys     map[string]int
+	keys     map[string]int // see keyCount
 	fields   []field
 	frozen   bool
 	recordID int64
@@ -78,21 +78,21 @@ func ConvertDocument(d document) (*Document, error) {
 		return new(Document), nil
 	}
 
-	docKeys := make(map[string]int, l)
 	docFields := make([]field, l)
 
 	for i, key := range keys {
-		docKeys[key]++
 		docFields[i] = field{
 			key:   key,
 			value: values[i],
 		}
 	}
 
-	return &Document{
-		keys:   docKeys,
+	res := &Document{
 		fields: docFields,
-	}, nil
+	}
+	res.indexKeys()
+
+	return res, nil
 }
 
 // MakeDocument creates an empty document with set capacity.
@@ -102,7 +102,6 @@ func MakeDocument(capacity int) *Document {
 	}
 
 	return &Document{
-		keys:   make(map[string]int, capacity),
 		fields: make([]field, 0, capacity),
 	}
 }
@@ -118,7 +117,6 @@ func NewDocument(pairs ...any) (*Document, error) {
 		return new(Document), nil
 	}
 
-	docKeys := make(map[string]int, l/2)
 	docFields := make([]field, l/2)
 
 	for i := 0; i < l; i += 2 {
@@ -130,17 +128,58 @@ func NewDocument(pairs ...any) (*Document, error) {
 		value := pairs[i+1]
 		assertType(value)
 
-		docKeys[key]++
 		docFields[i/2] = field{
 			key:   key,
 			value: value,
 		}
 	}
 
-	return &Document{
-		keys:   docKeys,
+	res := &Document{
 		fields: docFields,
-	}, nil
+	}
+	res.indexKeys()
+
+	return res, nil
+}
+
+// keysMapMinFields is the number of fields above which a document counts its
+// keys in a map; smaller documents scan their fields.
+//
+// mongolock patch: upstream counted the keys of every document, however
+// small, in a map: one map allocation per document, nested ones included,
+// for every request and every document read, to answer Has and the
+// duplicate-key checks that Get, Set and Remove make before they scan the
+// fields anyway.
+const keysMapMinFields = 16
+
+// keyCount returns the number of fields with the given key:
+// from d.keys if d has more than keysMapMinFields fields, else by scanning them.
+func (d *Document) keyCount(key string) int {
+	if d.keys != nil {
+		return d.keys[key]
+	}
+
+	var n int
+
+	for _, f := range d.fields {
+		if f.key == key {
+			n++
+		}
+	}
+
+	return n
+}
+
+// indexKeys builds d.keys if d has more than keysMapMinFields fields and no keys map yet.
+func (d *Document) indexKeys() {
+	if d.keys != nil || len(d.fields) <= keysMapMinFields {
+		return
+	}
+
+	d.keys = make(map[string]int, len(d.fields))
+	for _, f := range d.fields {
+		d.keys[f.key]++
+	}
 }
 
 func (*Document) compositeType() {}
@@ -281,8 +320,7 @@ func (d *Document) Command() string {
 
 // Has returns true if the given key is present in the document.
 func (d *Document) Has(key string) bool {
-	_, ok := d.keys[key]
-	return ok
+	return d.keyCount(key) > 0
 }
 
 // Get returns a value at the given key.
@@ -335,15 +373,16 @@ func (d *Document) Set(key string, value any) {
 		}
 	}
 
-	if d.keys == nil {
-		d.keys = make(map[string]int, 1)
-	}
-	d.keys[key]++
-
 	d.fields = append(d.fields, field{
 		key:   key,
 		value: value,
 	})
+
+	if d.keys != nil {
+		d.keys[key]++
+	} else {
+		d.indexKeys()
+	}
 }
 
 // Remove the given key and return its value, or nil if the key does not exist.
@@ -457,7 +496,7 @@ func (d *Document) SortFieldsByKey() {
 // isKeyDuplicate returns true if the target key is duplicated in the document and false otherwise.
 // If the key is not found, it returns false.
 func (d *Document) isKeyDuplicate(targetKey string) bool {
-	return d.keys[targetKey] > 1
+	return d.keyCount(targetKey) > 1
 }
 
 // moveIDToTheFirstIndex sets the _id field of the document at the first position.

@@ -20,8 +20,6 @@ import (
 	"log/slog"
 	"slices"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/backends"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/backends/sqlite/metadata"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/lazyerrors"
@@ -136,16 +134,6 @@ func (b *backend) DropDatabase(ctx context.Context, params *backends.DropDatabas
 	}
 
 	return nil
-}
-
-// Describe implements prometheus.Collector.
-func (b *backend) Describe(ch chan<- *prometheus.Desc) {
-	b.r.Describe(ch)
-}
-
-// Collect implements prometheus.Collector.
-func (b *backend) Collect(ch chan<- prometheus.Metric) {
-	b.r.Collect(ch)
 }
 
 // check interfaces

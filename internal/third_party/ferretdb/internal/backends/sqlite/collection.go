@@ -16,6 +16,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -94,8 +95,17 @@ func (c *collection) Query(ctx context.Context, params *backends.QueryParams) (*
 		return nil, lazyerrors.Error(err)
 	}
 
+	iter := newQueryIterator(ctx, rows, params.OnlyRecordIDs)
+
+	// mongolock patch: see queryIterator.bufferRows.
+	if c.r.InMemory() {
+		if err = iter.bufferRows(); err != nil {
+			return nil, lazyerrors.Error(err)
+		}
+	}
+
 	return &backends.QueryResult{
-		Iter: newQueryIterator(ctx, rows, params.OnlyRecordIDs),
+		Iter: iter,
 	}, nil
 }
 
@@ -108,12 +118,12 @@ func (c *collection) InsertAll(ctx context.Context, params *backends.InsertAllPa
 	db := c.r.DatabaseGetExisting(ctx, c.dbName)
 	meta := c.r.CollectionGet(ctx, c.dbName, c.name)
 
-	err := db.InTransaction(ctx, func(tx *fsql.Tx) error {
-		batchSize := c.r.BatchSize
-		if batchSize < 1 {
-			panic("batch-size should be greater or equal to 1")
-		}
+	batchSize := c.r.BatchSize
+	if batchSize < 1 {
+		panic("batch-size should be greater or equal to 1")
+	}
 
+	insert := func(e execer) error {
 		var batch []*types.Document
 		docs := params.Docs
 
@@ -126,7 +136,7 @@ func (c *collection) InsertAll(ctx context.Context, params *backends.InsertAllPa
 				return lazyerrors.Error(err)
 			}
 
-			if _, err = tx.ExecContext(ctx, q, args...); err != nil {
+			if _, err = e.ExecContext(ctx, q, args...); err != nil {
 				var se *sqlite3.Error
 				if errors.As(err, &se) && se.Code() == sqlite3lib.SQLITE_CONSTRAINT_UNIQUE {
 					return backends.NewError(backends.ErrorCodeInsertDuplicateID, err)
@@ -137,7 +147,16 @@ func (c *collection) InsertAll(ctx context.Context, params *backends.InsertAllPa
 		}
 
 		return nil
-	})
+	}
+
+	// mongolock patch: see execer.
+	var err error
+	if len(params.Docs) <= batchSize {
+		err = insert(db)
+	} else {
+		err = db.InTransaction(ctx, func(tx *fsql.Tx) error { return insert(tx) })
+	}
+
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +179,7 @@ func (c *collection) UpdateAll(ctx context.Context, params *backends.UpdateAllPa
 
 	q := fmt.Sprintf(`UPDATE %q SET %s = ? WHERE %s = ?`, meta.TableName, metadata.DefaultColumn, metadata.IDColumn)
 
-	err := db.InTransaction(ctx, func(tx *fsql.Tx) error {
+	update := func(e execer) error {
 		for _, doc := range params.Docs {
 			b, err := sjson.Marshal(doc)
 			if err != nil {
@@ -172,7 +191,7 @@ func (c *collection) UpdateAll(ctx context.Context, params *backends.UpdateAllPa
 
 			arg := string(must.NotFail(sjson.MarshalSingleValue(id)))
 
-			r, err := tx.ExecContext(ctx, q, string(b), arg)
+			r, err := e.ExecContext(ctx, q, string(b), arg)
 			if err != nil {
 				return lazyerrors.Error(err)
 			}
@@ -186,7 +205,16 @@ func (c *collection) UpdateAll(ctx context.Context, params *backends.UpdateAllPa
 		}
 
 		return nil
-	})
+	}
+
+	// mongolock patch: see execer.
+	var err error
+	if len(params.Docs) == 1 {
+		err = update(db)
+	} else {
+		err = db.InTransaction(ctx, func(tx *fsql.Tx) error { return update(tx) })
+	}
+
 	if err != nil {
 		return nil, lazyerrors.Error(err)
 	}
@@ -527,6 +555,18 @@ func (c *collection) DropIndexes(ctx context.Context, params *backends.DropIndex
 	}
 
 	return new(backends.DropIndexesResult), nil
+}
+
+// execer runs a statement: a [*fsql.DB] or a [*fsql.Tx].
+//
+// mongolock patch: InsertAll and UpdateAll run a single statement (one
+// document, or one batch of inserts) directly on the database, in SQLite's
+// implicit transaction, as DeleteAll already does; upstream always wrapped
+// the statements in an explicit transaction, which costs a BEGIN and a
+// COMMIT statement (each prepared and executed) and is only needed to make
+// several statements atomic.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
 // mongolock patch: idFilterValue returns the value of filter's top-level _id

@@ -36,9 +36,17 @@ type queryIterator struct {
 
 	ctx           context.Context
 	rows          *fsql.Rows // protected by m
+	buf           []queryRow // protected by m; see bufferRows
 	token         *resource.Token
 	m             sync.Mutex
 	onlyRecordIDs bool
+	buffered      bool // protected by m; see bufferRows
+}
+
+// queryRow is a row read from the database, not yet decoded.
+type queryRow struct {
+	recordID int64
+	b        []byte // nil if onlyRecordIDs
 }
 
 // newQueryIterator returns a new queryIterator for the given *sql.Rows.
@@ -50,7 +58,7 @@ type queryIterator struct {
 //
 // Nil rows are possible and return already done iterator.
 // It still should be Close'd.
-func newQueryIterator(ctx context.Context, rows *fsql.Rows, onlyRecordIDs bool) types.DocumentsIterator {
+func newQueryIterator(ctx context.Context, rows *fsql.Rows, onlyRecordIDs bool) *queryIterator {
 	iter := &queryIterator{
 		ctx:           ctx,
 		rows:          rows,
@@ -62,6 +70,51 @@ func newQueryIterator(ctx context.Context, rows *fsql.Rows, onlyRecordIDs bool) 
 	return iter
 }
 
+// bufferRows reads all rows now, without decoding them, and closes them;
+// Next then returns the buffered rows. It returns an error if reading fails
+// (the iterator is then closed).
+//
+// mongolock patch: used for in-memory databases, which have a single
+// connection (see pool.openDB). Upstream's iterator held that connection
+// until it was exhausted or closed, so a handler that wrote while its query
+// was still open (findAndModify, update) waited forever for the connection,
+// and so did every request while a client kept a cursor open. Buffered, a
+// query releases the connection before Query returns; the rows are copies of
+// data that is in memory anyway.
+func (iter *queryIterator) bufferRows() error {
+	iter.m.Lock()
+	defer iter.m.Unlock()
+
+	iter.buffered = true
+
+	if iter.rows == nil {
+		return nil
+	}
+
+	for iter.rows.Next() {
+		row, err := iter.scan()
+		if err != nil {
+			iter.close()
+			return lazyerrors.Error(err)
+		}
+
+		iter.buf = append(iter.buf, row)
+	}
+
+	err := iter.rows.Err()
+
+	// close the rows only: the iterator is still to be read
+	iter.rows.Close()
+	iter.rows = nil
+
+	if err != nil {
+		iter.close()
+		return lazyerrors.Error(err)
+	}
+
+	return nil
+}
+
 // Next implements iterator.Interface.
 func (iter *queryIterator) Next() (struct{}, *types.Document, error) {
 	iter.m.Lock()
@@ -70,7 +123,7 @@ func (iter *queryIterator) Next() (struct{}, *types.Document, error) {
 	var unused struct{}
 
 	// ignore context error, if any, if iterator is already closed
-	if iter.rows == nil {
+	if iter.rows == nil && len(iter.buf) == 0 {
 		return unused, nil, iterator.ErrIteratorDone
 	}
 
@@ -79,56 +132,74 @@ func (iter *queryIterator) Next() (struct{}, *types.Document, error) {
 		return unused, nil, lazyerrors.Error(err)
 	}
 
-	if !iter.rows.Next() {
-		err := iter.rows.Err()
+	var row queryRow
 
-		iter.close()
+	if iter.buffered {
+		row = iter.buf[0]
+		iter.buf[0] = queryRow{}
+		iter.buf = iter.buf[1:]
+	} else {
+		if !iter.rows.Next() {
+			err := iter.rows.Err()
 
-		if err == nil {
-			err = iterator.ErrIteratorDone
+			iter.close()
+
+			if err == nil {
+				err = iterator.ErrIteratorDone
+			}
+
+			return unused, nil, lazyerrors.Error(err)
 		}
 
-		return unused, nil, lazyerrors.Error(err)
-	}
-
-	columns, err := iter.rows.Columns()
-	if err != nil {
-		iter.close()
-		return unused, nil, lazyerrors.Error(err)
-	}
-
-	var recordID int64
-	var b []byte
-	var dest []any
-
-	switch {
-	case slices.Equal(columns, []string{metadata.RecordIDColumn, metadata.DefaultColumn}):
-		dest = []any{&recordID, &b}
-	case slices.Equal(columns, []string{metadata.RecordIDColumn}):
-		dest = []any{&recordID}
-	case slices.Equal(columns, []string{metadata.DefaultColumn}):
-		dest = []any{&b}
-	default:
-		panic(fmt.Sprintf("cannot scan unknown columns: %v", columns))
-	}
-
-	if err = iter.rows.Scan(dest...); err != nil {
-		iter.close()
-		return unused, nil, lazyerrors.Error(err)
-	}
-
-	doc := must.NotFail(types.NewDocument())
-
-	if !iter.onlyRecordIDs {
-		if doc, err = sjson.Unmarshal(b); err != nil {
+		var err error
+		if row, err = iter.scan(); err != nil {
 			iter.close()
 			return unused, nil, lazyerrors.Error(err)
 		}
 	}
 
-	doc.SetRecordID(recordID)
+	doc := must.NotFail(types.NewDocument())
+
+	if !iter.onlyRecordIDs {
+		var err error
+		if doc, err = sjson.Unmarshal(row.b); err != nil {
+			iter.close()
+			return unused, nil, lazyerrors.Error(err)
+		}
+	}
+
+	doc.SetRecordID(row.recordID)
 
 	return unused, doc, nil
+}
+
+// scan reads the current row of iter.rows.
+func (iter *queryIterator) scan() (queryRow, error) {
+	var row queryRow
+
+	columns, err := iter.rows.Columns()
+	if err != nil {
+		return row, lazyerrors.Error(err)
+	}
+
+	var dest []any
+
+	switch {
+	case slices.Equal(columns, []string{metadata.RecordIDColumn, metadata.DefaultColumn}):
+		dest = []any{&row.recordID, &row.b}
+	case slices.Equal(columns, []string{metadata.RecordIDColumn}):
+		dest = []any{&row.recordID}
+	case slices.Equal(columns, []string{metadata.DefaultColumn}):
+		dest = []any{&row.b}
+	default:
+		panic(fmt.Sprintf("cannot scan unknown columns: %v", columns))
+	}
+
+	if err = iter.rows.Scan(dest...); err != nil {
+		return row, lazyerrors.Error(err)
+	}
+
+	return row, nil
 }
 
 // Close implements iterator.Interface.
@@ -147,6 +218,8 @@ func (iter *queryIterator) close() {
 		iter.rows.Close()
 		iter.rows = nil
 	}
+
+	iter.buf = nil
 
 	resource.Untrack(iter, iter.token)
 }

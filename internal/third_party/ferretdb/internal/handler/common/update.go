@@ -45,8 +45,14 @@ type kvOp struct {
 // In case of updating multiple documents, UpdateDocument returns an error immediately after one of the
 // operation fails. The rest of the documents are not processed.
 // TODO https://github.com/FerretDB/FerretDB/issues/2612
+//
+// mongolock patch: iter is read one document ahead and closed as soon as it
+// is exhausted (see readAheadIterator), so that it no longer holds a SQLite
+// read transaction when the last document is written.
 func UpdateDocument(ctx context.Context, c backends.Collection, cmd string, iter types.DocumentsIterator, param *Update) (*UpdateResult, error) { //nolint:lll // for readability
 	result := new(UpdateResult)
+
+	iter = &readAheadIterator{iter: iter}
 
 	isFindAndModify := (strings.ToLower(cmd) == "findandmodify")
 
@@ -120,6 +126,58 @@ func UpdateDocument(ctx context.Context, c backends.Collection, cmd string, iter
 			}
 		}
 	}
+}
+
+// readAheadIterator reads one document ahead of its consumer and closes the
+// underlying iterator as soon as that returns an error (including
+// [iterator.ErrIteratorDone]), before the consumer gets the last document.
+//
+// mongolock patch: upstream wrote each updated document while the query
+// iterator that produced it was still open. On SQLite in WAL mode, that open
+// read transaction keeps the checkpoint that follows the write's commit from
+// completing, so the next transactions cannot restart the WAL: with one
+// write after each query (findAndModify, update) the WAL file grew by every
+// commit, without bound, and every commit after the first thousand pages ran
+// a checkpoint over the whole WAL again. Closing the iterator before the last
+// write lets each such checkpoint complete.
+type readAheadIterator struct {
+	iter types.DocumentsIterator
+	doc  *types.Document // the next document, if read and err is nil
+	err  error           // the error of the next document, if read
+	read bool            // doc and err hold the next result
+}
+
+// Next implements iterator.Interface.
+func (r *readAheadIterator) Next() (struct{}, *types.Document, error) {
+	var unused struct{}
+
+	if !r.read {
+		r.fetch()
+	}
+
+	if r.err != nil {
+		return unused, nil, r.err
+	}
+
+	doc := r.doc
+	r.fetch()
+
+	return unused, doc, nil
+}
+
+// fetch reads the next document, closing the underlying iterator after an error.
+func (r *readAheadIterator) fetch() {
+	_, r.doc, r.err = r.iter.Next()
+	r.read = true
+
+	if r.err != nil {
+		r.iter.Close()
+	}
+}
+
+// Close implements iterator.Interface.
+func (r *readAheadIterator) Close() {
+	r.iter.Close()
 }
 
 // processFilterEqualityCondition copies the fields with equality condition from filter to doc.

@@ -33,15 +33,8 @@ func (b *boolType) UnmarshalJSON(data []byte) error {
 		panic("null data")
 	}
 
-	r := bytes.NewReader(data)
-	dec := json.NewDecoder(r)
-
 	var o bool
-	if err := dec.Decode(&o); err != nil {
-		return lazyerrors.Error(err)
-	}
-
-	if err := checkConsumed(dec, r); err != nil {
+	if err := unmarshalExact(data, &o); err != nil {
 		return lazyerrors.Error(err)
 	}
 

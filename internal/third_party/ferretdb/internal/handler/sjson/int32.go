@@ -33,15 +33,8 @@ func (i *int32Type) UnmarshalJSON(data []byte) error {
 		panic("null data")
 	}
 
-	r := bytes.NewReader(data)
-	dec := json.NewDecoder(r)
-
 	var o int32
-	if err := dec.Decode(&o); err != nil {
-		return lazyerrors.Error(err)
-	}
-
-	if err := checkConsumed(dec, r); err != nil {
+	if err := unmarshalExact(data, &o); err != nil {
 		return lazyerrors.Error(err)
 	}
 

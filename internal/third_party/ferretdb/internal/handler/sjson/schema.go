@@ -20,8 +20,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/AlekSi/pointer"
-
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/types"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/lazyerrors"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/must"
@@ -109,7 +107,7 @@ var (
 	binDataSchema = func(subtype types.BinarySubtype) *elem {
 		return &elem{
 			Type:    elemTypeBinData,
-			Subtype: pointer.To(subtype),
+			Subtype: new(subtype),
 		}
 	}
 	objectIDSchema = &elem{
@@ -127,7 +125,7 @@ var (
 	regexSchema = func(options string) *elem {
 		return &elem{
 			Type:    elemTypeRegex,
-			Options: pointer.To(options),
+			Options: new(options),
 		}
 	}
 	intSchema = &elem{

@@ -68,9 +68,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sync"
 	"time"
-
-	"github.com/AlekSi/pointer"
 
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/types"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/lazyerrors"
@@ -104,13 +103,103 @@ func checkConsumed(dec *json.Decoder, r *bytes.Reader) error {
 	return nil
 }
 
+// decodeSchema decodes a document's schema (its `$s` field).
+//
+// mongolock patch: decoded schemas are memoized by their encoding (see
+// schemaCache); upstream decoded the schema of every document it read with a
+// json.Decoder, about a third of sjson.Unmarshal's time. Schemas are read,
+// never modified, once decoded.
+func decodeSchema(b []byte) (*schema, error) {
+	if sch := schemas.get(b); sch != nil {
+		return sch, nil
+	}
+
+	sch := new(schema)
+	r := bytes.NewReader(b)
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+
+	if err := dec.Decode(sch); err != nil {
+		return nil, lazyerrors.Error(err)
+	}
+
+	if err := checkConsumed(dec, r); err != nil {
+		return nil, lazyerrors.Error(err)
+	}
+
+	schemas.put(b, sch)
+
+	return sch, nil
+}
+
+// schemaCacheSize bounds the number of schemas in schemaCache.
+const schemaCacheSize = 1024
+
+// schemas memoizes decoded schemas for decodeSchema.
+//
+// mongolock patch: it is shared by all callers of Unmarshal, like
+// encoding/json's cache of struct fields: the mapping from a schema's
+// encoding to the decoded schema never changes.
+var schemas schemaCache
+
+// schemaCache maps the encodings of schemas to the decoded schemas.
+// It holds at most schemaCacheSize entries; it is emptied when full.
+// Its methods are safe for concurrent use.
+type schemaCache struct {
+	m  sync.Mutex
+	by map[string]*schema
+}
+
+// get returns the decoded schema whose encoding is b, or nil.
+func (c *schemaCache) get(b []byte) *schema {
+	c.m.Lock()
+	defer c.m.Unlock()
+
+	return c.by[string(b)]
+}
+
+// put adds the decoded schema sch whose encoding is b.
+func (c *schemaCache) put(b []byte, sch *schema) {
+	c.m.Lock()
+	defer c.m.Unlock()
+
+	if c.by == nil || len(c.by) >= schemaCacheSize {
+		c.by = make(map[string]*schema)
+	}
+
+	c.by[string(b)] = sch
+}
+
+// unmarshalExact decodes data, which must hold exactly one JSON value and
+// nothing else, into v.
+//
+// mongolock patch: upstream decoded every value of every stored document
+// with a json.Decoder of its own (then checkConsumed), and each Decoder
+// allocates a read buffer of at least 512 bytes: a fifth of the bytes that
+// the embedded server allocated per lock operation. json.Unmarshal decodes
+// in place; like checkConsumed, unmarshalExact also rejects trailing
+// whitespace, which json.Unmarshal accepts. (DisallowUnknownFields, which
+// some of those Decoders set, has no effect on the non-struct values they
+// decode; the schema, a struct, is still decoded with a Decoder.)
+func unmarshalExact(data []byte, v any) error {
+	if err := json.Unmarshal(data, v); err != nil {
+		return err
+	}
+
+	if l := len(bytes.TrimRight(data, " \t\r\n")); l != len(data) {
+		return lazyerrors.Errorf("%d bytes remains in the reader: %s", len(data)-l, data[l:])
+	}
+
+	return nil
+}
+
 // fromSJSON converts sjsontype value to matching built-in or types' package value.
 func fromSJSON(v sjsontype) any {
 	switch v := v.(type) {
 	case *documentType:
-		return pointer.To(types.Document(*v))
+		return new(types.Document(*v))
 	case *arrayType:
-		return pointer.To(types.Array(*v))
+		return new(types.Array(*v))
 	case *doubleType:
 		return float64(*v)
 	case *stringType:
@@ -142,31 +231,31 @@ func fromSJSON(v sjsontype) any {
 func toSJSON(v any) sjsontype {
 	switch v := v.(type) {
 	case *types.Document:
-		return pointer.To(documentType(*v))
+		return new(documentType(*v))
 	case *types.Array:
-		return pointer.To(arrayType(*v))
+		return new(arrayType(*v))
 	case float64:
-		return pointer.To(doubleType(v))
+		return new(doubleType(v))
 	case string:
-		return pointer.To(stringType(v))
+		return new(stringType(v))
 	case types.Binary:
-		return pointer.To(binaryType(v))
+		return new(binaryType(v))
 	case types.ObjectID:
-		return pointer.To(objectIDType(v))
+		return new(objectIDType(v))
 	case bool:
-		return pointer.To(boolType(v))
+		return new(boolType(v))
 	case time.Time:
-		return pointer.To(dateTimeType(v))
+		return new(dateTimeType(v))
 	case types.NullType:
-		return pointer.To(nullType(v))
+		return new(nullType(v))
 	case types.Regex:
-		return pointer.To(regexType(v))
+		return new(regexType(v))
 	case int32:
-		return pointer.To(int32Type(v))
+		return new(int32Type(v))
 	case types.Timestamp:
-		return pointer.To(timestampType(v))
+		return new(timestampType(v))
 	case int64:
-		return pointer.To(int64Type(v))
+		return new(int64Type(v))
 	}
 
 	panic(fmt.Sprintf("not reached: %T", v)) // for sumtype to work
@@ -175,17 +264,12 @@ func toSJSON(v any) sjsontype {
 // Unmarshal decodes the top-level document.
 // It decodes document's schema from the `$s` field and uses it to decode the data of the document.
 func Unmarshal(data []byte) (*types.Document, error) {
-	var v map[string]json.RawMessage
-	r := bytes.NewReader(data)
-	dec := json.NewDecoder(r)
-
-	err := dec.Decode(&v)
-	if err != nil {
-		return nil, lazyerrors.Error(err)
-	}
-
-	if err = checkConsumed(dec, r); err != nil {
-		return nil, lazyerrors.Error(err)
+	// mongolock patch: see splitObject.
+	v, ok := splitObject(data)
+	if !ok {
+		if err := unmarshalExact(data, &v); err != nil {
+			return nil, lazyerrors.Error(err)
+		}
 	}
 
 	// decode schema from the $s field of the document
@@ -194,16 +278,8 @@ func Unmarshal(data []byte) (*types.Document, error) {
 		return nil, lazyerrors.Errorf("schema is not set")
 	}
 
-	var sch schema
-	r = bytes.NewReader(jsch)
-	dec = json.NewDecoder(r)
-	dec.DisallowUnknownFields()
-
-	if err := dec.Decode(&sch); err != nil {
-		return nil, lazyerrors.Error(err)
-	}
-
-	if err := checkConsumed(dec, r); err != nil {
+	sch, err := decodeSchema(jsch)
+	if err != nil {
 		return nil, lazyerrors.Error(err)
 	}
 

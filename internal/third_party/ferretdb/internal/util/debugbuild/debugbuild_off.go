@@ -12,7 +12,7 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-//go:build !(ferretdb_debug || race)
+//go:build !ferretdb_debug
 
 package debugbuild
 
@@ -21,4 +21,12 @@ package debugbuild
 // See [build/version] package documentation for more details.
 //
 // It is a constant to allow the compiler to optimize away the code.
+//
+// mongolock patch: only the ferretdb_debug build tag makes a debug build.
+// Upstream's constraint is "ferretdb_debug || race": every build with the race
+// detector, so every `go test -race` of a program that embeds this server,
+// got FerretDB's debug behaviour, made for FerretDB's own tests: resource
+// tracking with stack traces, replies decoded in depth before they are sent,
+// panics instead of errors on internal inconsistencies (which would end the
+// test binary), and fixed ObjectID and cursor ID seeds.
 const Enabled = false

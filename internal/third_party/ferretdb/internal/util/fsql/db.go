@@ -13,6 +13,11 @@
 // limitations under the License.
 
 // Package fsql provides [database/sql] utilities.
+//
+// mongolock patch: the methods that run a query log it, with its arguments
+// and duration, only when their logger is enabled at the debug level;
+// upstream built the log fields and formatted the message (allocating a
+// derived logger each time) for every query, also when nothing is logged.
 package fsql
 
 import (
@@ -22,21 +27,18 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/lazyerrors"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/logging"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/resource"
 )
 
-// DB wraps [*database/sql.DB] with tracing, metrics, logging, and resource tracking.
+// DB wraps [*database/sql.DB] with logging and resource tracking.
 //
 // It exposes the subset of *sql.DB methods we use except that it returns *Rows instead of *sql.Rows.
 // It also exposes additional methods.
 type DB struct {
-	*metricsCollector
-
 	sqlDB     *sql.DB
+	stmts     stmtCache // mongolock patch: see stmtCache
 	l         *slog.Logger
 	token     *resource.Token
 	BatchSize int
@@ -44,7 +46,7 @@ type DB struct {
 
 // WrapDB creates a new DB.
 //
-// Name is used for metric label values, etc.
+// Name is used as the logger's name.
 // Logger (that will be named) is used for query logging.
 func WrapDB(db *sql.DB, name string, l *slog.Logger) *DB {
 	if db == nil {
@@ -52,10 +54,9 @@ func WrapDB(db *sql.DB, name string, l *slog.Logger) *DB {
 	}
 
 	res := &DB{
-		metricsCollector: newMetricsCollector(name, db.Stats),
-		sqlDB:            db,
-		l:                logging.WithName(l, name),
-		token:            resource.NewToken(),
+		sqlDB: db,
+		l:     logging.WithName(l, name),
+		token: resource.NewToken(),
 	}
 
 	resource.Track(res, res.token)
@@ -66,6 +67,8 @@ func WrapDB(db *sql.DB, name string, l *slog.Logger) *DB {
 // Close calls [*sql.DB.Close].
 func (db *DB) Close() error {
 	resource.Untrack(db, db.token)
+	db.stmts.close()
+
 	return db.sqlDB.Close()
 }
 
@@ -76,12 +79,17 @@ func (db *DB) Ping(ctx context.Context) error {
 
 // QueryContext calls [*sql.DB.QueryContext].
 func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*Rows, error) {
+	if !db.l.Enabled(ctx, slog.LevelDebug) { // mongolock patch: see package documentation
+		rows, err := db.queryContext(ctx, query, args...)
+		return wrapRows(rows), err
+	}
+
 	start := time.Now()
 
 	fields := []any{slog.Any("args", args)}
 	db.l.With(fields...).DebugContext(ctx, fmt.Sprintf(">>> %s", query))
 
-	rows, err := db.sqlDB.QueryContext(ctx, query, args...)
+	rows, err := db.queryContext(ctx, query, args...)
 
 	fields = append(fields, slog.Duration("time", time.Since(start)), logging.Error(err))
 	db.l.With(fields...).DebugContext(ctx, fmt.Sprintf("<<< %s", query))
@@ -91,12 +99,16 @@ func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*Row
 
 // QueryRowContext calls [*sql.DB.QueryRowContext].
 func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if !db.l.Enabled(ctx, slog.LevelDebug) { // mongolock patch: see package documentation
+		return db.queryRowContext(ctx, query, args...)
+	}
+
 	start := time.Now()
 
 	fields := []any{slog.Any("args", args)}
 	db.l.With(fields...).DebugContext(ctx, fmt.Sprintf(">>> %s", query))
 
-	row := db.sqlDB.QueryRowContext(ctx, query, args...)
+	row := db.queryRowContext(ctx, query, args...)
 
 	fields = append(fields, slog.Duration("time", time.Since(start)), logging.Error(row.Err()))
 	db.l.With(fields...).DebugContext(ctx, fmt.Sprintf("<<< %s", query))
@@ -106,12 +118,16 @@ func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *s
 
 // ExecContext calls [*sql.DB.ExecContext].
 func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if !db.l.Enabled(ctx, slog.LevelDebug) { // mongolock patch: see package documentation
+		return db.execContext(ctx, query, args...)
+	}
+
 	start := time.Now()
 
 	fields := []any{slog.Any("args", args)}
 	db.l.With(fields...).DebugContext(ctx, fmt.Sprintf(">>> %s", query))
 
-	res, err := db.sqlDB.ExecContext(ctx, query, args...)
+	res, err := db.execContext(ctx, query, args...)
 
 	if res != nil {
 		ra, _ := res.RowsAffected()
@@ -122,6 +138,45 @@ func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.R
 	db.l.With(fields...).DebugContext(ctx, fmt.Sprintf("<<< %s", query))
 
 	return res, err
+}
+
+// queryContext runs query with a cached statement if it has arguments.
+//
+// mongolock patch: see stmtCache.
+func (db *DB) queryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if len(args) > 0 {
+		if st := db.stmts.get(ctx, db.sqlDB, query); st != nil {
+			return st.QueryContext(ctx, args...)
+		}
+	}
+
+	return db.sqlDB.QueryContext(ctx, query, args...)
+}
+
+// queryRowContext runs query with a cached statement if it has arguments.
+//
+// mongolock patch: see stmtCache.
+func (db *DB) queryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if len(args) > 0 {
+		if st := db.stmts.get(ctx, db.sqlDB, query); st != nil {
+			return st.QueryRowContext(ctx, args...)
+		}
+	}
+
+	return db.sqlDB.QueryRowContext(ctx, query, args...)
+}
+
+// execContext runs query with a cached statement if it has arguments.
+//
+// mongolock patch: see stmtCache.
+func (db *DB) execContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if len(args) > 0 {
+		if st := db.stmts.get(ctx, db.sqlDB, query); st != nil {
+			return st.ExecContext(ctx, args...)
+		}
+	}
+
+	return db.sqlDB.ExecContext(ctx, query, args...)
 }
 
 // InTransaction wraps the given function f in a transaction.
@@ -172,8 +227,3 @@ func (db *DB) InTransaction(ctx context.Context, f func(*Tx) error) (err error) 
 
 	return
 }
-
-// check interfaces
-var (
-	_ prometheus.Collector = (*DB)(nil)
-)

@@ -65,6 +65,11 @@ func (tx *Tx) Rollback() error {
 
 // QueryContext calls [*sql.Tx.QueryContext].
 func (tx *Tx) QueryContext(ctx context.Context, query string, args ...any) (*Rows, error) {
+	if !tx.l.Enabled(ctx, slog.LevelDebug) { // mongolock patch: see package documentation
+		rows, err := tx.sqlTx.QueryContext(ctx, query, args...)
+		return wrapRows(rows), err
+	}
+
 	start := time.Now()
 
 	fields := []any{slog.Any("args", args)}
@@ -80,6 +85,10 @@ func (tx *Tx) QueryContext(ctx context.Context, query string, args ...any) (*Row
 
 // QueryRowContext calls [*sql.Tx.QueryRowContext].
 func (tx *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if !tx.l.Enabled(ctx, slog.LevelDebug) { // mongolock patch: see package documentation
+		return tx.sqlTx.QueryRowContext(ctx, query, args...)
+	}
+
 	start := time.Now()
 
 	fields := []any{slog.Any("args", args)}
@@ -95,6 +104,10 @@ func (tx *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *s
 
 // ExecContext calls [*sql.Tx.ExecContext].
 func (tx *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if !tx.l.Enabled(ctx, slog.LevelDebug) { // mongolock patch: see package documentation
+		return tx.sqlTx.ExecContext(ctx, query, args...)
+	}
+
 	start := time.Now()
 
 	fields := []any{slog.Any("args", args)}

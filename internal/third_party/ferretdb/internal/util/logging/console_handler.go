@@ -21,12 +21,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"runtime"
 	"slices"
 	"strconv"
 	"sync"
-
-	"golang.org/x/exp/maps"
 
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/must"
 )

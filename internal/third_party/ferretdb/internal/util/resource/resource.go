@@ -49,7 +49,19 @@ func profileName(obj any) string {
 // Track tracks the lifetime of an object until Untrack is called on it.
 //
 // Obj should a pointer to a struct with a field "token" of type *Token.
+//
+// mongolock patch: Track and Untrack do nothing unless debugbuild.Enabled
+// (the ferretdb_debug build tag). Upstream tracks in every build: each call
+// records a stack trace in a pprof profile (runtime.Callers) and sets a
+// finalizer that panics if the object is garbage-collected untracked. That
+// leak detection cost about a tenth of the CPU time of a lock operation on
+// the embedded server (every query iterator, document iterator and cursor
+// is tracked), and its only effect outside debugging is a panic.
 func Track(obj any, token *Token) {
+	if !debugbuild.Enabled {
+		return
+	}
+
 	checkArgs(obj, token)
 
 	name := profileName(obj)
@@ -94,6 +106,10 @@ func Track(obj any, token *Token) {
 //
 // It is safe to call this function multiple times.
 func Untrack(obj any, token *Token) {
+	if !debugbuild.Enabled {
+		return
+	}
+
 	checkArgs(obj, token)
 
 	p := pprof.Lookup(profileName(obj))

@@ -18,7 +18,6 @@ package state
 import (
 	"time"
 
-	"github.com/AlekSi/pointer"
 	"github.com/google/uuid"
 )
 
@@ -59,7 +58,7 @@ func (s *State) TelemetryString() string {
 //
 // It also resets other telemetry fields to avoid stale values when telemetry is re-enabled.
 func (s *State) DisableTelemetry() {
-	s.Telemetry = pointer.ToBool(false)
+	s.Telemetry = new(false)
 	s.LatestVersion = ""
 	s.UpdateInfo = ""
 	s.UpdateAvailable = false
@@ -67,7 +66,7 @@ func (s *State) DisableTelemetry() {
 
 // EnableTelemetry enables telemetry.
 func (s *State) EnableTelemetry() {
-	s.Telemetry = pointer.ToBool(true)
+	s.Telemetry = new(true)
 }
 
 // fill replaces all unset or invalid values with default.
@@ -85,7 +84,7 @@ func (s *State) fill() {
 func (s *State) deepCopy() *State {
 	var telemetry *bool
 	if s.Telemetry != nil {
-		telemetry = pointer.ToBool(*s.Telemetry)
+		telemetry = new(*s.Telemetry)
 	}
 
 	return &State{

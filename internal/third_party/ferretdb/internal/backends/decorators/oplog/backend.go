@@ -18,8 +18,6 @@ import (
 	"context"
 	"log/slog"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/backends"
 )
 
@@ -67,16 +65,6 @@ func (b *backend) ListDatabases(ctx context.Context, params *backends.ListDataba
 // DropDatabase implements backends.Backend interface.
 func (b *backend) DropDatabase(ctx context.Context, params *backends.DropDatabaseParams) error {
 	return b.origB.DropDatabase(ctx, params)
-}
-
-// Describe implements prometheus.Collector.
-func (b *backend) Describe(ch chan<- *prometheus.Desc) {
-	b.origB.Describe(ch)
-}
-
-// Collect implements prometheus.Collector.
-func (b *backend) Collect(ch chan<- prometheus.Metric) {
-	b.origB.Collect(ch)
 }
 
 // check interfaces

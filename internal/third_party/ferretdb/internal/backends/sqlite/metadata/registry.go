@@ -19,14 +19,13 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
 
 	"github.com/google/uuid"
-	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/exp/maps"
 
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/backends"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/backends/sqlite/metadata/pool"
@@ -43,12 +42,6 @@ const (
 
 	// SQLite table name where FerretDB metadata is stored.
 	metadataTableName = backends.ReservedPrefix + "collections"
-)
-
-// Parts of Prometheus metric names.
-const (
-	namespace = "ferretdb"
-	subsystem = "sqlite_metadata"
 )
 
 // Registry provides access to SQLite databases and collections information.
@@ -123,6 +116,14 @@ func (r *Registry) initCollections(ctx context.Context, dbName string, db *fsql.
 	r.colls[dbName] = colls
 
 	return nil
+}
+
+// InMemory returns true if the databases are in memory: each has a single
+// connection.
+//
+// mongolock patch: for the backend's query iterators.
+func (r *Registry) InMemory() bool {
+	return r.p.InMemory()
 }
 
 // DatabaseList returns a sorted list of existing databases.
@@ -266,7 +267,7 @@ func (r *Registry) collectionCreate(ctx context.Context, params *CollectionCreat
 	s := h.Sum32()
 
 	var tableName string
-	list := maps.Values(colls)
+	list := slices.Collect(maps.Values(colls))
 
 	for {
 		tableName = fmt.Sprintf("%s_%08x", strings.ToLower(collectionName), s)
@@ -566,44 +567,3 @@ func (r *Registry) indexesDrop(ctx context.Context, dbName, collectionName strin
 
 	return nil
 }
-
-// Describe implements prometheus.Collector.
-func (r *Registry) Describe(ch chan<- *prometheus.Desc) {
-	prometheus.DescribeByCollect(r, ch)
-}
-
-// Collect implements prometheus.Collector.
-func (r *Registry) Collect(ch chan<- prometheus.Metric) {
-	r.p.Collect(ch)
-
-	r.rw.RLock()
-	defer r.rw.RUnlock()
-
-	ch <- prometheus.MustNewConstMetric(
-		prometheus.NewDesc(
-			prometheus.BuildFQName(namespace, subsystem, "databases"),
-			"The current number of database in the registry.",
-			nil, nil,
-		),
-		prometheus.GaugeValue,
-		float64(len(r.colls)),
-	)
-
-	for db, colls := range r.colls {
-		ch <- prometheus.MustNewConstMetric(
-			prometheus.NewDesc(
-				prometheus.BuildFQName(namespace, subsystem, "collections"),
-				"The current number of collections in the registry.",
-				[]string{"db"}, nil,
-			),
-			prometheus.GaugeValue,
-			float64(len(colls)),
-			db,
-		)
-	}
-}
-
-// check interfaces
-var (
-	_ prometheus.Collector = (*Registry)(nil)
-)

@@ -21,16 +21,15 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/exp/maps"
 
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/fsql"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/lazyerrors"
@@ -42,12 +41,6 @@ import (
 // filenameExtension represents SQLite database filename extension.
 const filenameExtension = ".sqlite"
 
-// Parts of Prometheus metric names.
-const (
-	namespace = "ferretdb"
-	subsystem = "sqlite_pool"
-)
-
 // Pool provides access to SQLite databases and their connections.
 //
 //nolint:vet // for readability
@@ -58,6 +51,8 @@ type Pool struct {
 
 	rw  sync.RWMutex
 	dbs map[string]*fsql.DB
+
+	inMemory bool // mongolock patch: the URI's mode is memory (computed once)
 
 	token *resource.Token
 }
@@ -80,6 +75,8 @@ func New(u string, l *slog.Logger, sp *state.Provider) (*Pool, map[string]*fsql.
 		sp:    sp,
 		dbs:   map[string]*fsql.DB{},
 		token: resource.NewToken(),
+
+		inMemory: uri.Query().Get("mode") == "memory",
 	}
 
 	resource.Track(p, p.token)
@@ -113,8 +110,19 @@ func New(u string, l *slog.Logger, sp *state.Provider) (*Pool, map[string]*fsql.
 }
 
 // memory returns true if the pool is for the in-memory database.
+//
+// mongolock patch: it returns a flag set by New; upstream parsed the URI's
+// query on every call.
 func (p *Pool) memory() bool {
-	return p.uri.Query().Get("mode") == "memory"
+	return p.inMemory
+}
+
+// InMemory returns true if the pool is for the in-memory database: each
+// database has a single connection (see openDB).
+//
+// mongolock patch: exported for the backend's query iterators.
+func (p *Pool) InMemory() bool {
+	return p.memory()
 }
 
 // databaseName returns database name for given database file path.
@@ -165,7 +173,7 @@ func (p *Pool) List(ctx context.Context) []string {
 	p.rw.RLock()
 	defer p.rw.RUnlock()
 
-	res := maps.Keys(p.dbs)
+	res := slices.Collect(maps.Keys(p.dbs))
 	sort.Strings(res)
 
 	return res
@@ -245,33 +253,3 @@ func (p *Pool) Drop(ctx context.Context, name string) bool {
 
 	return true
 }
-
-// Describe implements prometheus.Collector.
-func (p *Pool) Describe(ch chan<- *prometheus.Desc) {
-	prometheus.DescribeByCollect(p, ch)
-}
-
-// Collect implements prometheus.Collector.
-func (p *Pool) Collect(ch chan<- prometheus.Metric) {
-	p.rw.RLock()
-	defer p.rw.RUnlock()
-
-	ch <- prometheus.MustNewConstMetric(
-		prometheus.NewDesc(
-			prometheus.BuildFQName(namespace, subsystem, "databases"),
-			"The current number of database in the pool.",
-			nil, nil,
-		),
-		prometheus.GaugeValue,
-		float64(len(p.dbs)),
-	)
-
-	for _, db := range p.dbs {
-		db.Collect(ch)
-	}
-}
-
-// check interfaces
-var (
-	_ prometheus.Collector = (*Pool)(nil)
-)
