@@ -62,6 +62,7 @@ func (c *Client) acquire(ctx context.Context, key, owner string, cfg lockConfig,
 		backoff  = min(firstBackoff, c.cfg.retryInterval)
 		expiry   time.Time // local reading when the holder's lock surely expired; zero: unknown
 		holder   *lockDoc  // the holder as last read; nil: unknown
+		waited   bool      // an attempt found the lock held
 		sleep    = time.NewTimer(time.Hour)
 	)
 	defer sleep.Stop()
@@ -94,9 +95,15 @@ func (c *Client) acquire(ctx context.Context, key, owner string, cfg lockConfig,
 				return nil, errHeld
 			case errors.Is(err, errExpiredOnArrival):
 				return nil, fmt.Errorf("mongolock: acquiring %q: %w", key, err)
+			case err != nil && waited && ctx.Err() != nil:
+				// ctx ended during an attempt of a wait for a held lock
+				// (whatever that attempt may have taken was given back):
+				// as if it had ended during the sleep.
+				return nil, newLockedError(key, holder, ctx.Err())
 			}
 			return acq, err
 		}
+		waited = true
 		// Held. Sleep a jittered backoff that doubles up to the retry
 		// interval, or until the holder's expiry if that comes sooner, or
 		// until a release through this Client wakes us.
