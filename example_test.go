@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"sync"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
 	"github.com/mongolock/mongolock"
-	"github.com/mongolock/mongolock/internal/embedded"
+	"github.com/mongolock/mongolock/mongolocktest"
 )
 
 // exampleServer starts the embedded test server for an example and returns
@@ -16,11 +20,182 @@ import (
 // connection string instead.
 func exampleServer() (string, func()) {
 	ctx := context.Background()
-	srv, err := embedded.Start(ctx, embedded.Config{})
+	srv, err := mongolocktest.NewServer(ctx)
 	if err != nil {
 		log.Fatal(err)
 	}
 	return srv.URI(), func() { _ = srv.Close(ctx) }
+}
+
+// Connect owns its connection; Close releases the Client's leases and
+// disconnects.
+func ExampleConnect() {
+	uri, stop := exampleServer() // your deployment: "mongodb://db1,db2,db3/?replicaSet=rs0"
+	defer stop()
+	ctx := context.Background()
+
+	c, err := mongolock.Connect(ctx, uri, mongolock.WithDatabase("ops"), mongolock.WithCollection("locks"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close(ctx)
+
+	ok, err := c.Lock(ctx, "nightly-report", "worker-1")
+	fmt.Println(ok, err, c.Collection().Name())
+	// Output:
+	// true <nil> locks
+}
+
+// New uses a driver client you already have; Close leaves it connected.
+func ExampleNew() {
+	uri, stop := exampleServer()
+	defer stop()
+	ctx := context.Background()
+
+	mc, err := mongo.Connect(options.Client().ApplyURI(uri))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer mc.Disconnect(ctx)
+
+	c, err := mongolock.New(mc)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close(ctx)
+
+	l, err := c.TryAcquire(ctx, "shard-7")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("held until about 30s from now:", time.Until(l.ExpiresAt()) > 25*time.Second)
+	_ = l.Release(ctx)
+	// Output:
+	// held until about 30s from now: true
+}
+
+// store is a resource protected by a lock: it remembers the highest fence
+// it has seen and refuses writes that carry a lower one, so a holder that
+// was paused past its lease cannot overwrite its successor's work.
+type store struct {
+	mu    sync.Mutex
+	fence int64
+	value string
+}
+
+func (s *store) write(fence int64, value string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if fence < s.fence {
+		return fmt.Errorf("stale fence %d, the resource has seen %d", fence, s.fence)
+	}
+	s.fence, s.value = fence, value
+	return nil
+}
+
+// A lease holder acts only while Lost is open and before ExpiresAt, and
+// passes its Fence along with every write, so that the resource can refuse
+// a holder that was superseded.
+func ExampleLease_Fence() {
+	uri, stop := exampleServer()
+	defer stop()
+	ctx := context.Background()
+	c, err := mongolock.Connect(ctx, uri)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var res store
+
+	old, err := c.TryAcquire(ctx, "report", mongolock.Expire(time.Second), mongolock.KeepAlive(false))
+	if err != nil {
+		log.Fatal(err)
+	}
+	select {
+	case <-old.Lost():
+		fmt.Println("lost:", old.Err())
+	default:
+		if time.Now().Before(old.ExpiresAt()) {
+			fmt.Println("first write:", res.write(old.Fence(), "draft"))
+		}
+	}
+
+	// The old holder stalls past its lease; another takes the lock over.
+	next, err := c.Acquire(ctx, "report", mongolock.Timeout(5*time.Second))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("new holder writes:", res.write(next.Fence(), "final"))
+	<-old.Lost()
+	fmt.Println("old holder sees Lost:", errors.Is(old.Err(), mongolock.ErrLost))
+	fmt.Println("a late write of the old holder is refused:", res.write(old.Fence(), "draft 2") != nil)
+	_ = next.Release(ctx)
+	// Output:
+	// first write: <nil>
+	// new holder writes: <nil>
+	// old holder sees Lost: true
+	// a late write of the old holder is refused: true
+}
+
+// Renew extends a lease and makes the new period the one keep-alive goes on
+// with.
+func ExampleLease_Renew() {
+	uri, stop := exampleServer()
+	defer stop()
+	ctx := context.Background()
+	c, err := mongolock.Connect(ctx, uri)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close(ctx)
+
+	l, err := c.TryAcquire(ctx, "import", mongolock.Expire(10*time.Second))
+	if err != nil {
+		log.Fatal(err)
+	}
+	// The job turns out to need longer.
+	if err := l.Renew(ctx, time.Hour); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("held for about an hour:", time.Until(l.ExpiresAt()) > 59*time.Minute)
+	_ = l.Release(ctx)
+	// Output:
+	// held for about an hour: true
+}
+
+// Purge deletes lock documents that have been idle for a while; held locks
+// are never touched.
+func ExampleClient_Purge() {
+	uri, stop := exampleServer()
+	defer stop()
+	ctx := context.Background()
+	// A small clock bound, for the example: Purge's idleFor must be at
+	// least three times it.
+	c, err := mongolock.Connect(ctx, uri, mongolock.WithMaxClockError(20*time.Millisecond))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close(ctx)
+
+	done, err := c.TryAcquire(ctx, "job-1")
+	if err != nil {
+		log.Fatal(err)
+	}
+	_ = done.Release(ctx)
+	running, err := c.TryAcquire(ctx, "job-2")
+	if err != nil {
+		log.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+
+	n, err := c.Purge(ctx, 100*time.Millisecond)
+	fmt.Println("purged:", n, err)
+	_, err = c.Info(ctx, "job-2")
+	fmt.Println("the held lock is still there:", err == nil)
+	_ = running.Release(ctx)
+	// Output:
+	// purged: 1 <nil>
+	// the held lock is still there: true
 }
 
 // The owner-named API kept from the Python package.

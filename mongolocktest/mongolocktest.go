@@ -156,28 +156,77 @@ func Start(tb testing.TB, opts ...Option) *Server {
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 
+	if err := s.startEmbedded(ctx, cfg); err != nil {
+		tb.Fatalf("mongolocktest: %v", err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+
+		if err := s.Close(ctx); err != nil {
+			tb.Errorf("mongolocktest: %v", err)
+		}
+	})
+
+	return s
+}
+
+// NewServer starts the embedded server outside of a test — for an
+// example, a program or a benchmark harness — and returns it; Close stops
+// it. It is the server Start gives a test (in memory unless WithDataDir),
+// fault injection included, but it does not consult MONGOLOCK_TEST_URI. Its
+// methods never skip or fail a test: there is none.
+func NewServer(ctx context.Context, opts ...Option) (*Server, error) {
+	cfg := config{logger: envLogger()}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, startTimeout)
+		defer cancel()
+	}
+	s := &Server{database: "mongolocktest_" + randomHex(8)}
+	if err := s.startEmbedded(ctx, cfg); err != nil {
+		return nil, fmt.Errorf("mongolocktest: %w", err)
+	}
+	return s, nil
+}
+
+// startEmbedded starts FerretDB and its proxy for s.
+func (s *Server) startEmbedded(ctx context.Context, cfg config) error {
 	ecfg := embedded.Config{InMemory: true, Logger: cfg.logger}
 	if cfg.dataDir != "" {
 		ecfg = embedded.Config{Dir: cfg.dataDir, Logger: cfg.logger}
 	}
 	srv, err := embedded.Start(ctx, ecfg)
 	if err != nil {
-		tb.Fatalf("mongolocktest: start FerretDB: %v", err)
+		return fmt.Errorf("start FerretDB: %w", err)
 	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-		defer cancel()
-
-		if err := srv.Close(ctx); err != nil {
-			tb.Errorf("mongolocktest: stop FerretDB: %v", err)
-		}
-	})
-
 	s.embedded = srv
 	s.proxy = srv.Proxy()
 	s.uri = srv.URI()
+	return nil
+}
 
-	return s
+// Close stops the embedded server (a Server from Start is also stopped
+// when its test ends; calling Close first is harmless). With
+// MONGOLOCK_TEST_URI there is nothing to stop.
+func (s *Server) Close(ctx context.Context) error {
+	if s.embedded == nil {
+		return nil
+	}
+	if err := s.embedded.Close(ctx); err != nil {
+		return fmt.Errorf("stop FerretDB: %w", err)
+	}
+	return nil
+}
+
+// helper marks the caller as a test helper, when there is a test.
+func (s *Server) helper() {
+	if s.tb != nil {
+		s.tb.Helper()
+	}
 }
 
 // useExternal sets s up for the server at uri (MONGOLOCK_TEST_URI).
@@ -372,9 +421,11 @@ func (s *Server) CanInjectFaults() bool {
 
 // faults returns the proxy, or skips the test that called Start.
 func (s *Server) faults() *wireproxy.Proxy {
-	s.tb.Helper()
+	s.helper()
 
 	if s.proxy == nil {
+		// Only Start, with a MONGOLOCK_TEST_URI that cannot be proxied,
+		// leaves a Server without a proxy, and so with a test.
 		s.tb.Skip("mongolocktest: " + s.noFaults)
 	}
 	return s.proxy
@@ -384,7 +435,7 @@ func (s *Server) faults() *wireproxy.Proxy {
 // (zero removes the delay). It is a request delay for every command; see
 // [Server.SetDelay].
 func (s *Server) SetLatency(d time.Duration) {
-	s.tb.Helper()
+	s.helper()
 
 	s.faults().SetLatency(d)
 }
@@ -409,7 +460,7 @@ func (s *Server) SetLatency(d time.Duration) {
 // connections when it is sent as "hello" rather than "isMaster"), whose
 // round-trip estimates grow accordingly.
 func (s *Server) SetDelay(cmd string, request, reply time.Duration) {
-	s.tb.Helper()
+	s.helper()
 
 	s.faults().SetDelay(cmd, request, reply)
 }
@@ -424,7 +475,7 @@ func (s *Server) SetDelay(cmd string, request, reply time.Duration) {
 // findAndModify arrive after the replies to the findAndModify commands that
 // other clients send during d, although it was executed before them.
 func (s *Server) DelayNext(n int, cmd string, request, reply time.Duration) {
-	s.tb.Helper()
+	s.helper()
 
 	s.faults().DelayNext(n, matchCommand(cmd), request, reply)
 }
@@ -432,14 +483,14 @@ func (s *Server) DelayNext(n int, cmd string, request, reply time.Duration) {
 // Pause holds every request sent from now on (the connections stay open)
 // until [Server.Resume]: operations block until their context ends.
 func (s *Server) Pause() {
-	s.tb.Helper()
+	s.helper()
 
 	s.faults().Pause()
 }
 
 // Resume lets the requests held by [Server.Pause] through.
 func (s *Server) Resume() {
-	s.tb.Helper()
+	s.helper()
 
 	s.faults().Resume()
 }
@@ -448,7 +499,7 @@ func (s *Server) Resume() {
 // on both sides. Operations in flight fail with a network error; clients
 // reconnect afterwards.
 func (s *Server) DropConnections() {
-	s.tb.Helper()
+	s.helper()
 
 	s.faults().DropConnections()
 }
@@ -464,7 +515,7 @@ func (s *Server) DropConnections() {
 // the driver retries a retryable write once, so drop two replies to make it
 // fail.
 func (s *Server) DropReplies(n int, match func(cmd string) bool) {
-	s.tb.Helper()
+	s.helper()
 
 	s.faults().DropReplies(n, match)
 }
@@ -473,7 +524,7 @@ func (s *Server) DropReplies(n int, match func(cmd string) bool) {
 // regard to case, e.g. "findAndModify", "update", "insert") lose its reply,
 // as [Server.DropReplies] does.
 func (s *Server) DropNextReply(cmd string) {
-	s.tb.Helper()
+	s.helper()
 
 	s.faults().DropReplies(1, func(c string) bool { return strings.EqualFold(c, cmd) })
 }
@@ -628,7 +679,7 @@ var (
 // context has no deadline, as often as the deadline allows when it has one. Reads are retried the same way,
 // even on a standalone server, with or without labels.
 func (s *Server) FailNext(n int, cmd string, f Failure) {
-	s.tb.Helper()
+	s.helper()
 
 	s.faults().FailNext(n, matchCommand(cmd), wireproxy.Failure{
 		Code:         f.Code,
@@ -643,7 +694,7 @@ func (s *Server) FailNext(n int, cmd string, f Failure) {
 // InjectedFailures returns how many replies [Server.FailNext] has replaced
 // since Start.
 func (s *Server) InjectedFailures() int64 {
-	s.tb.Helper()
+	s.helper()
 
 	return s.faults().Failed()
 }
@@ -662,7 +713,7 @@ func matchCommand(cmd string) func(string) bool {
 // out end at once: held requests go to the server, held replies to their
 // clients. It does not reset the command counts nor InjectedFailures.
 func (s *Server) ResetFaults() {
-	s.tb.Helper()
+	s.helper()
 
 	s.faults().ResetFaults()
 }
@@ -671,7 +722,7 @@ func (s *Server) ResetFaults() {
 // case) went through the proxy since Start or [Server.ResetCommandCounts],
 // from all clients, the drivers' monitoring included (hello, isMaster).
 func (s *Server) CommandCount(cmd string) int64 {
-	s.tb.Helper()
+	s.helper()
 
 	var n int64
 	for c, k := range s.faults().Counts() {
@@ -684,7 +735,7 @@ func (s *Server) CommandCount(cmd string) int64 {
 
 // ResetCommandCounts sets all command counts to zero.
 func (s *Server) ResetCommandCounts() {
-	s.tb.Helper()
+	s.helper()
 
 	s.faults().ResetCounts()
 }

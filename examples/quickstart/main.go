@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/mongolock/mongolock"
-	"github.com/mongolock/mongolock/internal/embedded"
+	"github.com/mongolock/mongolock/mongolocktest"
 )
 
 func main() {
@@ -32,7 +32,7 @@ func run() error {
 	uri := os.Getenv("MONGOLOCK_URI")
 	if uri == "" {
 		fmt.Println("starting the embedded server (FerretDB on SQLite behind a serializing proxy)...")
-		srv, err := embedded.Start(ctx, embedded.Config{})
+		srv, err := mongolocktest.NewServer(ctx)
 		if err != nil {
 			return err
 		}
