@@ -153,7 +153,7 @@ type LockOption func(*lockConfig)
 type lockConfig struct {
 	expire     time.Duration // 0: never expires
 	expireSet  bool
-	never      bool // NeverExpire
+	never      bool          // NeverExpire
 	timeout    time.Duration // 0: one attempt
 	timeoutSet bool
 	owner      string

@@ -1,11 +1,11 @@
 module github.com/mongolock/mongolock/bench
 
-go 1.26.8
-
-replace github.com/mongolock/mongolock => ../
+go 1.26.0
 
 require (
-	github.com/mongolock/mongolock v0.0.0-00010101000000-000000000000
+	github.com/mongolock/mongolock v0.1.0
+	github.com/mongolock/mongolock/internal v0.1.0
+	github.com/mongolock/mongolock/mongolocktest v0.1.0
 	github.com/square/mongo-lock v0.0.0-20230808145049-cfcf499f6bf0
 	go.mongodb.org/mongo-driver v1.17.3
 	go.mongodb.org/mongo-driver/v2 v2.10.0

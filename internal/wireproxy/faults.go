@@ -171,6 +171,8 @@ func (p *Proxy) sleep(d time.Duration, reset, done <-chan struct{}) error {
 	default:
 	}
 
+	p.sleeping.Add(1)
+	defer p.sleeping.Add(-1)
 	t := time.NewTimer(d)
 	defer t.Stop()
 

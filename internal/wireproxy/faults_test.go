@@ -115,6 +115,7 @@ func TestRequestDelay(t *testing.T) {
 	// Case-insensitive; a delayed request holds up nothing else.
 	p.SetDelay("FindAndModify", forever, 0)
 	id := c1.send(0, "findAndModify")
+	waitFor(t, "the request to be held", func() bool { return p.sleeping.Load() == 1 })
 	c2.roundTrip("ping")
 	if n := up.count("findAndModify"); n != 0 {
 		t.Fatalf("upstream received %d delayed requests, want 0", n)

@@ -80,6 +80,7 @@ type Proxy struct {
 	paused    bool
 	resumeCh  chan struct{} // closed by Resume; valid while paused
 	resetCh   chan struct{} // closed and replaced by ResetFaults
+	sleeping  atomic.Int64  // requests and replies waiting out a delay (for tests)
 	delays    map[string]delays
 	delayNext []*rule
 	drops     []*rule
