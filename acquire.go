@@ -191,9 +191,6 @@ func (c *Client) attempt(ctx context.Context, key, owner, token string, expire t
 			}
 			return nil, err
 		}
-		if c.cfg.brokenClientClock {
-			now = serverTime{at: c.cfg.now(), local: now.local} // the bug the harness must catch
-		}
 		fence := c.fenceCandidate(now)
 		before, err := c.store.acquire(ctx, key, owner, token, now, expire, fence)
 		switch {

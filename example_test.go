@@ -12,19 +12,28 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/mongolock/mongolock"
-	"github.com/mongolock/mongolock/mongolocktest"
 )
 
-// exampleServer starts the embedded test server for an example and returns
-// its URI and a function that stops it. In a program, use your deployment's
-// connection string instead.
+// exampleServer gives an example the URI of a server with no locks in it
+// (the one this package's tests share, see testserver_test.go). In a
+// program, use your deployment's connection string instead.
 func exampleServer() (string, func()) {
-	ctx := context.Background()
-	srv, err := mongolocktest.NewServer(ctx)
+	uri, err := mongolock.TestServerURI()
 	if err != nil {
 		log.Fatal(err)
 	}
-	return srv.URI(), func() { _ = srv.Close(ctx) }
+	ctx := context.Background()
+	mc, err := mongo.Connect(options.Client().ApplyURI(uri))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer mc.Disconnect(ctx)
+	for _, db := range []string{mongolock.DefaultDatabase, "ops"} {
+		if err := mc.Database(db).Drop(ctx); err != nil {
+			log.Fatal(err)
+		}
+	}
+	return uri, func() {}
 }
 
 // Connect owns its connection; Close releases the Client's leases and

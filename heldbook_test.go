@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mongolock/mongolock/mongolocktest"
 )
 
 func TestHeldBook(t *testing.T) {
@@ -60,11 +59,11 @@ func TestHeldBook(t *testing.T) {
 // takeover is not released); a key forgotten long ago falls back to the
 // Python package's owner-name match, like a key the Client never locked.
 func TestOwnerNamedBookkeepingIsBounded(t *testing.T) {
-	srv := mongolocktest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	first := testClient(t)
 	connect := func() *Client {
-		c, err := Connect(ctx, srv.URI(), WithDatabase(srv.Database()))
+		c, err := New(first.Collection().Database().Client(), WithDatabase(first.Collection().Database().Name()))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -51,11 +51,6 @@ type clientConfig struct {
 	now           func() time.Time // the local clock: elapsed time, suspend included where the platform can tell
 	mono          func() time.Time // Go's monotonic clock, to notice a suspend by comparing it with now
 	countsSuspend bool             // now counts suspended time and mono does not: watch for suspends
-
-	// brokenClientClock makes acquisitions judge expiry on the local wall
-	// clock, as the Python package does. Only the stress harness sets it,
-	// to show that its checks catch that bug.
-	brokenClientClock bool
 }
 
 func defaultClientConfig() clientConfig {
@@ -89,7 +84,7 @@ func (c *clientConfig) validate() error {
 	case c.maxClockError > maxMaxClockError:
 		return argError("WithMaxClockError", "must be at most %v, got %v", maxMaxClockError, c.maxClockError)
 	case c.now == nil:
-		return argError("clock", "must not be nil")
+		return argError("WithLocalClock", "must not be nil")
 	}
 	return nil
 }
@@ -133,18 +128,15 @@ func WithReadConcern(rc *readconcern.ReadConcern) Option {
 	return func(c *clientConfig) { c.readConcern = rc }
 }
 
-// withLocalClock replaces the local clock. Tests use it to prove that a
-// skewed local clock changes nothing (the package only ever subtracts its
-// readings), and to simulate a suspend: a clock that jumps ahead while Go's
-// monotonic clock does not.
-func withLocalClock(now func() time.Time) Option {
+// WithLocalClock replaces the clock the Client measures elapsed time with
+// (by default CLOCK_BOOTTIME on Linux, which keeps counting while the
+// machine is suspended, and Go's monotonic clock elsewhere). It is for
+// tests: the Client only ever subtracts its readings, so a clock an hour
+// off changes nothing, and one that jumps ahead while Go's monotonic clock
+// does not (time.Now().Add(jump)) simulates a suspend, which the Client
+// then notices within 100ms, as it would on Linux. now must never go back.
+func WithLocalClock(now func() time.Time) Option {
 	return func(c *clientConfig) { c.now, c.countsSuspend = now, true }
-}
-
-// withBrokenClientClockExpiry deliberately breaks the Client: it judges
-// expiry on the local wall clock. For the stress harness's self-test only.
-func withBrokenClientClockExpiry() Option {
-	return func(c *clientConfig) { c.brokenClientClock = true }
 }
 
 // LockOption configures one acquisition (Lock, Acquire, TryAcquire, Do).

@@ -3,5 +3,5 @@
 package mongolock
 
 // raceEnabled says this test binary was built with -race, so that the
-// mutants are built the same way (reusing the dependencies already built).
+// test server is built the same way (reusing the dependencies already built).
 const raceEnabled = true

@@ -1,4 +1,4 @@
-package mongolock
+package tests
 
 import (
 	"testing"

@@ -1,24 +1,25 @@
-package mongolock
+package tests
 
 import (
 	"context"
 	"errors"
+	"github.com/mongolock/mongolock"
 	"testing"
 	"time"
 
 	"github.com/mongolock/mongolock/mongolocktest"
 )
 
-func connectSkewed(t *testing.T, srv *mongolocktest.Server, skew time.Duration, opts ...Option) *Client {
+func connectSkewed(t *testing.T, srv *mongolocktest.Server, skew time.Duration, opts ...mongolock.Option) *mongolock.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	opts = append([]Option{
-		WithDatabase(srv.Database()),
-		WithRetryInterval(10 * time.Millisecond),
-		withLocalClock(func() time.Time { return time.Now().Add(skew) }),
+	opts = append([]mongolock.Option{
+		mongolock.WithDatabase(srv.Database()),
+		mongolock.WithRetryInterval(10 * time.Millisecond),
+		mongolock.WithLocalClock(func() time.Time { return time.Now().Add(skew) }),
 	}, opts...)
-	c, err := Connect(ctx, srv.URI(), opts...)
+	c, err := mongolock.Connect(ctx, srv.URI(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,10 +41,10 @@ func TestClockAheadDoesNotSteal(t *testing.T) {
 	holder := connectSkewed(t, srv, 0)
 	ahead := connectSkewed(t, srv, time.Hour)
 
-	if ok, err := holder.Lock(ctx, "k", "holder", Expire(3*time.Second)); !ok || err != nil {
+	if ok, err := holder.Lock(ctx, "k", "holder", mongolock.Expire(3*time.Second)); !ok || err != nil {
 		t.Fatalf("Lock: %v %v", ok, err)
 	}
-	if ok, err := ahead.Lock(ctx, "k", "ahead", Timeout(500*time.Millisecond)); ok || err != nil {
+	if ok, err := ahead.Lock(ctx, "k", "ahead", mongolock.Timeout(500*time.Millisecond)); ok || err != nil {
 		t.Fatalf("worker an hour ahead: Lock = %v, %v; want false (the lock is live)", ok, err)
 	}
 	if locked, err := ahead.IsLocked(ctx, "k"); !locked || err != nil {
@@ -54,7 +55,7 @@ func TestClockAheadDoesNotSteal(t *testing.T) {
 		t.Fatalf("Info = %+v, %v", info, err)
 	}
 	// The times the skewed worker writes are server times too.
-	l, err := ahead.TryAcquire(ctx, "other", Expire(time.Minute))
+	l, err := ahead.TryAcquire(ctx, "other", mongolock.Expire(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,10 +82,10 @@ func TestClockBehindTakesExpiredLock(t *testing.T) {
 
 	const expire = 400 * time.Millisecond
 	locked := time.Now()
-	if ok, err := holder.Lock(ctx, "k", "holder", Expire(expire)); !ok || err != nil {
+	if ok, err := holder.Lock(ctx, "k", "holder", mongolock.Expire(expire)); !ok || err != nil {
 		t.Fatalf("Lock: %v %v", ok, err)
 	}
-	ok, err := behind.Lock(ctx, "k", "behind", Timeout(10*time.Second))
+	ok, err := behind.Lock(ctx, "k", "behind", mongolock.Timeout(10*time.Second))
 	took := time.Since(locked)
 	if !ok || err != nil {
 		t.Fatalf("worker an hour behind: Lock = %v, %v; want true once the lock expired", ok, err)
@@ -109,7 +110,7 @@ func TestCronDrift(t *testing.T) {
 	machine1 := connectSkewed(t, srv, -5*time.Second)
 	machine2 := connectSkewed(t, srv, 5*time.Second)
 
-	if ok, err := machine1.Lock(ctx, "TaskA", "machine1", Expire(6*time.Second)); !ok || err != nil {
+	if ok, err := machine1.Lock(ctx, "TaskA", "machine1", mongolock.Expire(6*time.Second)); !ok || err != nil {
 		t.Fatalf("machine1 Lock: %v %v", ok, err)
 	}
 	for i := 0; i < 3; i++ {
@@ -124,30 +125,30 @@ func TestServerClockEstimate(t *testing.T) {
 	srv := mongolocktest.Start(t)
 	c := connectSkewed(t, srv, 3*time.Hour)
 	ctx := ctxFor(t)
-	now, err := c.clock.Now(ctx)
+	now, bound, err := c.ServerTime(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The test server runs on this machine, so the server's clock is this
 	// machine's real clock: the estimate must be within its bound of it.
 	real := time.Now()
-	if d := now.at.Sub(real); d > now.err+50*time.Millisecond || d < -now.err-50*time.Millisecond {
-		t.Fatalf("estimate off by %v with bound %v (skewed local clock leaked in?)", d, now.err)
+	if d := now.Sub(real); d > bound+50*time.Millisecond || d < -bound-50*time.Millisecond {
+		t.Fatalf("estimate off by %v with bound %v (skewed local clock leaked in?)", d, bound)
 	}
-	if now.err <= 0 || now.err > 100*time.Millisecond {
-		t.Fatalf("error bound %v", now.err)
+	if bound <= 0 || bound > 100*time.Millisecond {
+		t.Fatalf("error bound %v", bound)
 	}
 }
 
 func TestClockErrorBoundEnforced(t *testing.T) {
 	srv := mongolocktest.Start(t)
 	srv.SetLatency(30 * time.Millisecond)
-	c := connectSkewed(t, srv, 0, WithMaxClockError(5*time.Millisecond))
-	ok, err := c.Lock(ctxFor(t), "k", "o", Expire(time.Second))
+	c := connectSkewed(t, srv, 0, mongolock.WithMaxClockError(5*time.Millisecond))
+	ok, err := c.Lock(ctxFor(t), "k", "o", mongolock.Expire(time.Second))
 	if ok || err == nil {
 		t.Fatalf("Lock with round trips too slow for the clock bound = %v, %v; want an error", ok, err)
 	}
-	if errors.Is(err, ErrLocked) {
+	if errors.Is(err, mongolock.ErrLocked) {
 		t.Fatalf("error %v should say the clock bound is exceeded", err)
 	}
 }
@@ -165,11 +166,11 @@ func TestCronDriftMinHold(t *testing.T) {
 	runs := 0
 	job := func(context.Context) error { runs++; time.Sleep(50 * time.Millisecond); return nil }
 
-	if err := machine1.Do(ctx, "TaskA", "machine1", job, MinHold(1500*time.Millisecond)); err != nil {
+	if err := machine1.Do(ctx, "TaskA", "machine1", job, mongolock.MinHold(1500*time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
-	err := machine2.Do(ctx, "TaskA", "machine2", job, MinHold(1500*time.Millisecond))
-	if !errors.Is(err, ErrLocked) || runs != 1 {
+	err := machine2.Do(ctx, "TaskA", "machine2", job, mongolock.MinHold(1500*time.Millisecond))
+	if !errors.Is(err, mongolock.ErrLocked) || runs != 1 {
 		t.Fatalf("machine2 right after machine1's fast run: %v (runs %d); want ErrLocked and one run", err, runs)
 	}
 	time.Sleep(1600 * time.Millisecond)

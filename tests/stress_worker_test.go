@@ -1,4 +1,4 @@
-package mongolock
+package tests
 
 // The stress harness's child process (TestStressWorker): its actors and
 // what they record.
@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mongolock/mongolock"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -30,9 +31,9 @@ type stressWorker struct {
 	t      *testing.T
 	name   string
 	skew   time.Duration
-	opts   []Option
+	opts   []mongolock.Option
 	mc     *mongo.Client
-	c      *Client
+	c      *mongolock.Client
 	mon    *tryLog
 	stalls *stallMeter
 	until  time.Time
@@ -41,7 +42,7 @@ type stressWorker struct {
 	hist *os.File
 }
 
-func (w *stressWorker) record(e event) {
+func (w *stressWorker) record(e hevent) {
 	e.Proc = w.name
 	b, _ := json.Marshal(e)
 	w.hmu.Lock()
@@ -50,7 +51,7 @@ func (w *stressWorker) record(e event) {
 }
 
 func (w *stressWorker) problem(format string, a ...any) {
-	w.record(event{Op: "problem", Why: fmt.Sprintf(format, a...)})
+	w.record(hevent{Op: "problem", Why: fmt.Sprintf(format, a...)})
 }
 
 func now() int64 { return time.Now().UnixNano() }
@@ -66,16 +67,13 @@ func TestStressWorker(t *testing.T) {
 	seed, _ := strconv.ParseUint(os.Getenv("STRESS_SEED"), 10, 64)
 
 	w := &stressWorker{t: t, name: os.Getenv("STRESS_NAME"), skew: skew, until: time.Unix(0, untilNS)}
-	w.opts = []Option{
-		WithDatabase(os.Getenv("STRESS_DB")), WithRetryInterval(20 * time.Millisecond),
-		WithMaxClockError(stressMaxClockError),
+	w.opts = []mongolock.Option{
+		mongolock.WithDatabase(os.Getenv("STRESS_DB")), mongolock.WithRetryInterval(20 * time.Millisecond),
+		mongolock.WithMaxClockError(stressMaxClockError),
 		// Sample often, so that the nemesis's hello delays move the
 		// estimates to the edges of their bounds.
-		WithClockRefresh(500 * time.Millisecond),
-		withLocalClock(func() time.Time { return time.Now().Add(skew) }),
-	}
-	if os.Getenv("STRESS_BROKEN") == "true" {
-		w.opts = append(w.opts, withBrokenClientClockExpiry())
+		mongolock.WithClockRefresh(500 * time.Millisecond),
+		mongolock.WithLocalClock(func() time.Time { return time.Now().Add(skew) }),
 	}
 	var err error
 	w.hist, err = os.OpenFile(os.Getenv("STRESS_HISTORY"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
@@ -89,7 +87,7 @@ func TestStressWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.mc.Disconnect(context.Background())
-	if w.c, err = New(w.mc, w.opts...); err != nil {
+	if w.c, err = mongolock.New(w.mc, w.opts...); err != nil {
 		t.Fatal(err)
 	}
 	defer w.c.Close(context.Background())
@@ -163,9 +161,9 @@ func (r *resourceConn) write(key, token string, fence, sent int64) bool {
 func (w *stressWorker) lease(rng *rand.Rand, key string, res *resourceConn) {
 	ctx := context.Background()
 	// Expiries off the millisecond, so stored times are rounded.
-	opts := []LockOption{Expire(stressExpire + time.Duration(rng.IntN(1000))*time.Microsecond), Timeout(time.Second)}
+	opts := []mongolock.LockOption{mongolock.Expire(stressExpire + time.Duration(rng.IntN(1000))*time.Microsecond), mongolock.Timeout(time.Second)}
 	if rng.IntN(7) == 0 {
-		opts = append(opts, KeepAlive(false))
+		opts = append(opts, mongolock.KeepAlive(false))
 	}
 	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	call := now()
@@ -173,10 +171,24 @@ func (w *stressWorker) lease(rng *rand.Rand, key string, res *resourceConn) {
 	ret := now()
 	cancel()
 	if err != nil {
-		w.record(event{Op: "acquire", Kind: "lease", Key: key, Call: call, Return: ret})
+		w.record(hevent{Op: "acquire", Kind: "lease", Key: key, Call: call, Return: ret})
 		return
 	}
-	w.record(event{Op: "acquire", Kind: "lease", Key: key, Token: l.Token(), Owner: l.Owner(), Call: call, Return: ret, OK: true, Fence: l.Fence(), Until: untilOf(l)})
+	w.record(hevent{Op: "acquire", Kind: "lease", Key: key, Token: l.Token(), Owner: l.Owner(), Call: call, Return: ret, OK: true, Fence: l.Fence(), Until: untilOf(l)})
+	// When did Lost close? A watcher notes it (within a scheduling delay,
+	// which checkLost allows for); it stops when the lease is released.
+	lostSeen, stopWatch := make(chan int64, 1), make(chan struct{})
+	var watching sync.WaitGroup
+	watching.Add(1)
+	go func() {
+		defer watching.Done()
+		select {
+		case <-l.Lost():
+			lostSeen <- now()
+		case <-stopWatch:
+		}
+	}()
+	defer func() { close(stopWatch); watching.Wait() }()
 
 	for range 1 + rng.IntN(3) {
 		if rng.IntN(3) == 0 {
@@ -191,7 +203,7 @@ func (w *stressWorker) lease(rng *rand.Rand, key string, res *resourceConn) {
 		case <-l.Lost():
 		default:
 			if until := untilOf(l); at < until {
-				w.record(event{Op: "promise", Key: key, Token: l.Token(), Fence: l.Fence(), At: at, Until: until})
+				w.record(hevent{Op: "promise", Key: key, Token: l.Token(), Fence: l.Fence(), At: at, Until: until})
 				if !res.write(key, l.Token(), l.Fence(), at) {
 					return
 				}
@@ -201,14 +213,14 @@ func (w *stressWorker) lease(rng *rand.Rand, key string, res *resourceConn) {
 	}
 	select {
 	case <-l.Lost():
-		w.record(event{Op: "lost", Key: key, Token: l.Token(), Return: w.lostAt(l), Expiry: untilOf(l), Why: fmt.Sprint(l.Err()), Stall: w.stalls.worst()})
+		w.record(hevent{Op: "lost", Key: key, Token: l.Token(), Return: <-lostSeen, Expiry: untilOf(l), Why: fmt.Sprint(l.Err()), Stall: w.stalls.worst()})
 	default:
 	}
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	call = now()
 	// Recorded before the call: if this process is killed while the
 	// release is in flight, the holder had stopped acting all the same.
-	w.record(event{Op: "releasing", Key: key, Token: l.Token(), Call: call})
+	w.record(hevent{Op: "releasing", Key: key, Token: l.Token(), Call: call})
 	err = l.Release(rctx)
 	ret = now()
 	cancel()
@@ -218,15 +230,15 @@ func (w *stressWorker) lease(rng *rand.Rand, key string, res *resourceConn) {
 // recordRelease records a release: done or refused (for the model), or,
 // when its outcome is unknown, only that the holder stopped acting.
 func (w *stressWorker) recordRelease(key, token string, call, ret int64, err error) {
-	if err == nil || errors.Is(err, ErrNotHeld) {
-		w.record(event{Op: "release", Key: key, Token: token, Call: call, Return: ret, OK: err == nil})
+	if err == nil || errors.Is(err, mongolock.ErrNotHeld) {
+		w.record(hevent{Op: "release", Key: key, Token: token, Call: call, Return: ret, OK: err == nil})
 		return
 	}
-	w.record(event{Op: "stop", Key: key, Token: token, Call: call, Return: ret, Why: err.Error()})
+	w.record(hevent{Op: "stop", Key: key, Token: token, Call: call, Return: ret, Why: err.Error()})
 }
 
 // untilOf is l's ExpiresAt in unix ns (the end of time if it never expires).
-func untilOf(l *Lease) int64 {
+func untilOf(l *mongolock.Lease) int64 {
 	e := l.ExpiresAt()
 	if e.IsZero() {
 		return math.MaxInt64
@@ -240,14 +252,14 @@ func (w *stressWorker) seed(rng *rand.Rand, key, owner string) {
 	ctx := context.Background()
 	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	call := now()
-	ok, err := w.c.Lock(actx, key, owner, Expire(stressExpire+time.Duration(rng.IntN(1000))*time.Microsecond), Timeout(500*time.Millisecond))
+	ok, err := w.c.Lock(actx, key, owner, mongolock.Expire(stressExpire+time.Duration(rng.IntN(1000))*time.Microsecond), mongolock.Timeout(500*time.Millisecond))
 	ret := now()
 	cancel()
 	if err != nil || !ok {
 		return
 	}
 	token := w.mon.tokenOf(owner)
-	w.record(event{Op: "acquire", Kind: "seed", Key: key, Token: token, Owner: owner, Call: call, Return: ret, OK: true})
+	w.record(hevent{Op: "acquire", Kind: "seed", Key: key, Token: token, Owner: owner, Call: call, Return: ret, OK: true})
 	if rng.IntN(2) == 0 {
 		tctx, cancel := context.WithTimeout(ctx, time.Second)
 		_ = w.c.Touch(tctx, key, owner, time.Duration(200+rng.IntN(800))*time.Millisecond)
@@ -267,14 +279,14 @@ func (w *stressWorker) seed(rng *rand.Rand, key, owner string) {
 // own clock, here the test server's), holds it a moment and releases it
 // (replacing the document whole again).
 func (w *stressWorker) python(rng *rand.Rand, key, owner string) {
-	coll := w.mc.Database(os.Getenv("STRESS_DB")).Collection(DefaultCollection)
+	coll := w.mc.Database(os.Getenv("STRESS_DB")).Collection(mongolock.DefaultCollection)
 	token := "py:" + owner
 	expire := 300*time.Millisecond + time.Duration(rng.IntN(1000))*time.Microsecond
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	id := "py-" + owner
 	call := now()
-	w.record(event{Op: "try", ID: id, Key: key, Token: token, Owner: owner, Call: call})
+	w.record(hevent{Op: "try", ID: id, Key: key, Token: token, Owner: owner, Call: call})
 	lockedAt := time.Now().UTC()
 	expireAt := lockedAt.Add(expire)
 	doc := bson.D{{Key: "locked", Value: true}, {Key: "owner", Value: owner}, {Key: "created", Value: lockedAt}, {Key: "expire", Value: expireAt}}
@@ -289,26 +301,26 @@ func (w *stressWorker) python(rng *rand.Rand, key, owner string) {
 		ok = err == nil && r.MatchedCount == 1
 	}
 	ret := now()
-	w.record(event{Op: "tried", ID: id, Return: ret, OK: ok, Maybe: err != nil})
+	w.record(hevent{Op: "tried", ID: id, Return: ret, OK: ok, Maybe: err != nil})
 	if !ok {
 		return
 	}
 	// Stored expiries have milliseconds: the lock ends at the stored one.
-	w.record(event{Op: "acquire", Kind: "py", Key: key, Token: token, Owner: owner, Call: call, Return: ret, OK: true,
+	w.record(hevent{Op: "acquire", Kind: "py", Key: key, Token: token, Owner: owner, Call: call, Return: ret, OK: true,
 		Until: expireAt.Truncate(time.Millisecond).UnixNano()})
 	time.Sleep(time.Duration(rng.IntN(80)) * time.Millisecond)
 	call = now()
-	w.record(event{Op: "releasing", Key: key, Token: token, Call: call})
+	w.record(hevent{Op: "releasing", Key: key, Token: token, Call: call})
 	err = coll.FindOneAndReplace(ctx, bson.D{{Key: "_id", Value: key}, {Key: "owner", Value: owner}},
 		bson.D{{Key: "locked", Value: false}, {Key: "owner", Value: nil}, {Key: "created", Value: nil}, {Key: "expire", Value: nil}}).Err()
 	ret = now()
 	switch {
 	case err == nil:
-		w.record(event{Op: "release", Key: key, Token: token, Call: call, Return: ret, OK: true})
+		w.record(hevent{Op: "release", Key: key, Token: token, Call: call, Return: ret, OK: true})
 	case errors.Is(err, mongo.ErrNoDocuments):
-		w.record(event{Op: "release", Key: key, Token: token, Call: call, Return: ret})
+		w.record(hevent{Op: "release", Key: key, Token: token, Call: call, Return: ret})
 	default:
-		w.record(event{Op: "stop", Key: key, Token: token, Call: call, Return: ret, Why: err.Error()})
+		w.record(hevent{Op: "stop", Key: key, Token: token, Call: call, Return: ret, Why: err.Error()})
 	}
 }
 
@@ -319,14 +331,14 @@ func (w *stressWorker) python(rng *rand.Rand, key, owner string) {
 // acquisition that sent a single request (a resent one may still be on its
 // way and land later: the network's delay, documented).
 func (w *stressWorker) closer(rng *rand.Rand, owner string) {
-	c, err := New(w.mc, w.opts...)
+	c, err := mongolock.New(w.mc, w.opts...)
 	if err != nil {
 		w.problem("New: %v", err)
 		return
 	}
 	type result struct {
 		key, owner string
-		l          *Lease
+		l          *mongolock.Lease
 		call, ret  int64
 		until      int64
 	}
@@ -342,7 +354,7 @@ func (w *stressWorker) closer(rng *rand.Rand, owner string) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
 			r.call = now()
-			l, err := c.Acquire(ctx, r.key, Owner(r.owner), Expire(stressExpire), Timeout(200*time.Millisecond))
+			l, err := c.Acquire(ctx, r.key, mongolock.Owner(r.owner), mongolock.Expire(stressExpire), mongolock.Timeout(200*time.Millisecond))
 			r.ret = now()
 			if err == nil {
 				r.l, r.until = l, untilOf(l)
@@ -360,39 +372,28 @@ func (w *stressWorker) closer(rng *rand.Rand, owner string) {
 		if r.l == nil {
 			continue
 		}
-		w.record(event{Op: "acquire", Kind: "closer", Key: r.key, Token: r.l.Token(), Owner: r.owner, Call: r.call, Return: r.ret, OK: true, Fence: r.l.Fence(), Until: r.until})
+		w.record(hevent{Op: "acquire", Kind: "closer", Key: r.key, Token: r.l.Token(), Owner: r.owner, Call: r.call, Return: r.ret, OK: true, Fence: r.l.Fence(), Until: r.until})
 		if cerr == nil {
-			w.record(event{Op: "release", Key: r.key, Token: r.l.Token(), Call: call, Return: ret, OK: true})
+			w.record(hevent{Op: "release", Key: r.key, Token: r.l.Token(), Call: call, Return: ret, OK: true})
 		} else {
-			w.record(event{Op: "stop", Key: r.key, Token: r.l.Token(), Call: call, Return: ret, Why: cerr.Error()})
+			w.record(hevent{Op: "stop", Key: r.key, Token: r.l.Token(), Call: call, Return: ret, Why: cerr.Error()})
 		}
 	}
 	if cerr != nil {
 		return
 	}
-	coll := w.mc.Database(os.Getenv("STRESS_DB")).Collection(DefaultCollection)
+	coll := w.mc.Database(os.Getenv("STRESS_DB")).Collection(mongolock.DefaultCollection)
 	for _, r := range results {
 		if w.mon.triesOf(r.owner) != 1 {
 			continue
 		}
 		qctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		raw, err := coll.FindOne(qctx, bson.D{{Key: fieldKey, Value: r.key}, {Key: fieldOwner, Value: r.owner}, {Key: fieldLocked, Value: true}}).Raw()
+		raw, err := coll.FindOne(qctx, bson.D{{Key: "_id", Value: r.key}, {Key: "owner", Value: r.owner}, {Key: "locked", Value: true}}).Raw()
 		cancel()
 		if err == nil {
 			w.problem("key %q is held by %q after its Client's Close returned nil: %v", r.key, r.owner, raw)
 		}
 	}
-}
-
-// lostAt is when the lease's Lost channel closed, in real unix ns (the
-// lease records it on the Client's local clock, which runs skew ahead).
-func (w *stressWorker) lostAt(l *Lease) int64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.lostAt.IsZero() {
-		return math.MaxInt64
-	}
-	return l.lostAt.Add(-w.skew).UnixNano()
 }
 
 // tryLog records every findAndModify the library sends (each is one try of
@@ -403,7 +404,7 @@ func (w *stressWorker) lostAt(l *Lease) int64 {
 // short by SIGKILL has no "tried" line. It also remembers, per owner name,
 // how many tries were sent and the token of the last one taken.
 type tryLog struct {
-	record func(event)
+	record func(hevent)
 
 	mu     sync.Mutex
 	tries  map[string]int    // owner -> tries sent
@@ -412,7 +413,7 @@ type tryLog struct {
 	toks   map[int64]string  // request ID -> token, until it ends
 }
 
-func newTryLog(record func(event)) *tryLog {
+func newTryLog(record func(hevent)) *tryLog {
 	return &tryLog{record: record, tries: map[string]int{}, tokens: map[string]string{}, owners: map[int64]string{}, toks: map[int64]string{}}
 }
 
@@ -436,14 +437,14 @@ func (m *tryLog) monitor() *driverevent.CommandMonitor {
 			if e.CommandName != cmd {
 				return
 			}
-			key, _ := e.Command.Lookup("query", fieldKey).StringValueOK()
-			token, _ := e.Command.Lookup("update", "$set", fieldToken).StringValueOK()
-			owner, _ := e.Command.Lookup("update", "$set", fieldOwner).StringValueOK()
+			key, _ := e.Command.Lookup("query", "_id").StringValueOK()
+			token, _ := e.Command.Lookup("update", "$set", "token").StringValueOK()
+			owner, _ := e.Command.Lookup("update", "$set", "owner").StringValueOK()
 			m.mu.Lock()
 			m.tries[owner]++
 			m.owners[e.RequestID], m.toks[e.RequestID] = owner, token
 			m.mu.Unlock()
-			m.record(event{Op: "try", ID: id(e.RequestID), Key: key, Token: token, Owner: owner, Call: now()})
+			m.record(hevent{Op: "try", ID: id(e.RequestID), Key: key, Token: token, Owner: owner, Call: now()})
 		},
 		Succeeded: func(_ context.Context, e *driverevent.CommandSucceededEvent) {
 			if e.CommandName != cmd {
@@ -456,7 +457,7 @@ func (m *tryLog) monitor() *driverevent.CommandMonitor {
 			delete(m.owners, e.RequestID)
 			delete(m.toks, e.RequestID)
 			m.mu.Unlock()
-			m.record(event{Op: "tried", ID: id(e.RequestID), Return: now(), OK: true})
+			m.record(hevent{Op: "tried", ID: id(e.RequestID), Return: now(), OK: true})
 		},
 		Failed: func(_ context.Context, e *driverevent.CommandFailedEvent) {
 			if e.CommandName != cmd {
@@ -468,7 +469,7 @@ func (m *tryLog) monitor() *driverevent.CommandMonitor {
 			m.mu.Unlock()
 			var de driver.Error
 			refused := errors.As(e.Failure, &de) && de.Code == 11000
-			m.record(event{Op: "tried", ID: id(e.RequestID), Return: now(), Maybe: !refused})
+			m.record(hevent{Op: "tried", ID: id(e.RequestID), Return: now(), Maybe: !refused})
 		},
 	}
 }

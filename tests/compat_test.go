@@ -1,4 +1,4 @@
-package mongolock_test
+package tests
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package mongolock
+package tests
 
 import (
 	"bytes"
@@ -19,109 +19,115 @@ import (
 // and runs its catchers.
 type mutant struct {
 	name     string
-	file     string // in this package
+	file     string // in the library's package (the parent directory)
 	from, to string // from must occur exactly once in file
-	catchers string // -run pattern of the tests that must fail
+	catchers string // -run pattern of the tests (in this package) that must fail
+	env      []string
 }
 
 var mutants = []mutant{
 	// The five that passed the whole suite once.
 	{"acquire judges expiry against the estimate, not its earliest", "store.go",
-		`Value: now.earliest()}}}},`, `Value: now.at}}}},`, "^TestClockEdgesExclusion$"},
+		`Value: now.earliest()}}}},`, `Value: now.at}}}},`, "^TestClockEdgesExclusion$", nil},
 	{"local deadline without the estimate's error", "acquire.go",
-		`margin := now.err + time.Duration(float64(expire)*maxDrift)`, `margin := time.Duration(float64(expire) * maxDrift)`, "^TestClockEdgesExclusion$"},
+		`margin := now.err + time.Duration(float64(expire)*maxDrift)`, `margin := time.Duration(float64(expire) * maxDrift)`, "^TestClockEdgesExclusion$", nil},
 	{"renewal without 'surely not expired'", "store.go",
 		`bson.D{{Key: fieldExpire, Value: bson.D{{Key: "$gt", Value: now.latest()}}}},
 	}}}`, `bson.D{{Key: fieldExpire, Value: bson.D{{Key: "$exists", Value: true}}}},
-	}}}`, "^TestTouchAfterExpiry$"},
+	}}}`, "^TestTouchAfterExpiry$", nil},
 	{"Purge ignores idleFor", "admin.go",
-		`cutoff := now.earliest().Add(-idleFor)`, `cutoff := now.earliest()`, "^TestPurgeRespectsIdleFor$"},
+		`cutoff := now.earliest().Add(-idleFor)`, `cutoff := now.earliest()`, "^TestPurgeRespectsIdleFor$", nil},
 	{"ForceRelease keeps the holder's token", "store.go",
-		`releasedShape(bson.E{Key: fieldToken, Value: nil})`, `releasedShape()`, "^TestForceReleaseRetiresToken$"},
+		`releasedShape(bson.E{Key: "token", Value: nil})`, `releasedShape()`, "^TestForceReleaseRetiresToken$", nil},
+	{"acquisitions judge expiry on the local clock, as the Python package does", "acquire.go",
+		`		fence := c.fenceCandidate(now)
+		before, err := c.store.acquire(`, `		now = serverTime{at: c.cfg.now(), local: now.local}
+		fence := c.fenceCandidate(now)
+		before, err := c.store.acquire(`, "^TestStress$", []string{"MONGOLOCK_STRESS_SELFTEST=1"}},
 	{"Close does not release", "client.go",
-		`	if err := c.releaseAll(ctx); err != nil {`, `	if err := error(nil); err != nil {`, "^TestCloseReleasesLeases$"},
+		`	if err := c.releaseAll(ctx); err != nil {`, `	if err := error(nil); err != nil {`, "^TestCloseReleasesLeases$", nil},
 
 	// 1. Renewals applied out of order.
 	{"keep-alive renewals may shorten the expiry", "store.go",
 		`update := bson.D{{Key: "$max", Value: bson.D{{Key: fieldExpire, Value: expire}}}}`,
-		`update := bson.D{{Key: "$set", Value: bson.D{{Key: fieldExpire, Value: expire}}}}`, "^TestRenewRacingKeepAlive$"},
+		`update := bson.D{{Key: "$set", Value: bson.D{{Key: fieldExpire, Value: expire}}}}`, "^TestRenewRacingKeepAlive$", nil},
 	// 2. Releases without a server time; documents without any stamp.
 	{"a release stores no time", "store.go",
 		`		{Key: "$currentDate", Value: bson.D{{Key: fieldReleased, Value: true}}},
 	}
 }`, `	}
-}`, "^TestPurgeRespectsIdleFor$"},
+}`, "^TestPurgeRespectsIdleFor$", nil},
 	{"Purge deletes Python documents the moment it stamps them", "store.go",
 		`before(fieldAcquired), before(fieldReleased), before(fieldSeen),`,
-		`before(fieldAcquired), before(fieldReleased),`, "^TestPurgePythonReleased$"},
+		`before(fieldAcquired), before(fieldReleased),`, "^TestPurgePythonReleased$", nil},
 	{"Purge never stamps Python documents", "store.go",
 		`func (s *store) markSeen(ctx context.Context) error {`,
-		`func (s *store) markSeen(ctx context.Context) error { return nil; _ = 0`, "^TestPurgePythonReleased$"},
+		`func (s *store) markSeen(ctx context.Context) error { return nil; _ = 0`, "^TestPurgePythonReleased$", nil},
 	// 3. Purge's margin.
 	{"Purge's margin one clock error", "admin.go",
-		`const purgeMargin = 3`, `const purgeMargin = 1`, "^TestFencesAcrossPythonPurgeForceRelease$"},
+		`const purgeMargin = 3`, `const purgeMargin = 1`, "^TestFencesAcrossPythonPurgeForceRelease$", nil},
 	{"no fresh fence for a slow insert", "acquire.go",
-		`		fresh = slow`, `		fresh = slow && false`, "^TestFencesAcrossPythonPurgeForceRelease$"},
+		`		fresh = slow`, `		fresh = slow && false`, "^TestFencesAcrossPythonPurgeForceRelease$", nil},
 	// 4. Milliseconds.
 	{"stored expiries truncated to the millisecond", "store.go",
-		`		return r.Add(time.Millisecond)`, `		return r`, "^TestExpiresAtBeforeStoredExpiry$"},
+		`		return r.Add(time.Millisecond)`, `		return r`, "^TestExpiresAtBeforeStoredExpiry$", nil},
 	// 5. Python acquisitions.
 	{"no wait after a Python acquisition", "acquire.go",
 		`	case !before.hasFence:
 		wait = true`, `	case !before.hasFence:
-		wait = false`, "^TestFencesAcrossPythonPurgeForceRelease$"},
+		wait = false`, "^TestFencesAcrossPythonPurgeForceRelease$", nil},
 	{"no wait after a lost reply", "acquire.go",
-		`floor, wait = before.Fence+1, true`, `floor, wait = before.Fence+1, false`, "^TestFencesAcrossPythonPurgeForceRelease$"},
+		`floor, wait = before.Fence+1, true`, `floor, wait = before.Fence+1, false`, "^TestFencesAcrossPythonPurgeForceRelease$", nil},
 	// 6. Overflow.
 	{"no bound on a stored fence", "store.go",
-		`{Key: "$type", Value: "long"}, {Key: "$lt", Value: maxFence}`, `{Key: "$type", Value: "long"}`, "^TestFenceOverflow$"},
+		`{Key: "$type", Value: "long"}, {Key: "$lt", Value: maxFence}`, `{Key: "$type", Value: "long"}`, "^TestFenceOverflow$", nil},
 	// 7. Unknown outcomes.
 	{"a write concern error counts as a failure", "store.go",
 		`if we := (mongo.WriteException{}); errors.As(err, &we) && we.WriteConcernError != nil {`,
-		`if we := (mongo.WriteException{}); errors.As(err, &we) && we.WriteConcernError != nil && false {`, "^TestUnknownOutcomes$"},
+		`if we := (mongo.WriteException{}); errors.As(err, &we) && we.WriteConcernError != nil && false {`, "^TestUnknownOutcomes$", nil},
 	{"a step-down counts as a failure", "store.go",
-		`	10107, // NotWritablePrimary`, ``, "^TestUnknownOutcomes$"},
+		`	10107, // NotWritablePrimary`, ``, "^TestUnknownOutcomes$", nil},
 	// 8. Close.
 	{"an acquisition landing after Close is kept", "client.go",
 		`	if !c.closed.Load() {
 		keep()`, `	if true {
-		keep()`, "^TestCloseRacingAcquisitions$"},
+		keep()`, "^TestCloseRacingAcquisitions$", nil},
 	{"Close does not wake waiting acquisitions", "acquire.go",
-		`		case <-c.closing:`, `		case <-(chan struct{})(nil):`, "^TestCloseRacingAcquisitions$"},
+		`		case <-c.closing:`, `		case <-(chan struct{})(nil):`, "^TestCloseRacingAcquisitions$", nil},
 	// 9, 10. The clock.
 	{"waiting for another caller's clock sample ignores ctx", "clock.go",
 		`			case <-ctx.Done():
 				return serverTime{}, fmt.Errorf("mongolock: waiting for the server clock: %w", ctx.Err())`,
 		`			case <-(chan struct{})(nil):
-				return serverTime{}, fmt.Errorf("mongolock: waiting for the server clock: %w", ctx.Err())`, "^TestFirstClockSampleBoundedByEachContext$"},
+				return serverTime{}, fmt.Errorf("mongolock: waiting for the server clock: %w", ctx.Err())`, "^TestFirstClockSampleBoundedByEachContext$", nil},
 	{"an unusable estimate is kept until the refresh", "clock.go",
-		`if usable && (c.sampling != nil || x.Sub(c.lastSample) < c.refresh) {`, `if c.has && (c.sampling != nil || x.Sub(c.lastSample) < c.refresh) && (usable || true) {`, "^TestClockResampledWhenUnusable$"},
+		`if usable && (c.sampling != nil || x.Sub(c.lastSample) < c.refresh) {`, `if c.has && (c.sampling != nil || x.Sub(c.lastSample) < c.refresh) && (usable || true) {`, "^TestClockResampledWhenUnusable$", nil},
 	// 11. MinHold.
 	{"a resent MinHold release looks for the retired token", "store.go",
-		`Value: bson.A{token, token + heldSuffix}`, `Value: bson.A{token}`, "^TestMinHoldReleaseLostReply$"},
+		`Value: bson.A{token, token + heldSuffix}`, `Value: bson.A{token}`, "^TestMinHoldReleaseLostReply$", nil},
 	// 12. Release and keep-alive.
 	{"a lease being released can be reported lost", "lease.go",
 		`	case l.state == leaseReleasing:
 		if l.pendingErr == nil {`, `	case false:
-		if l.pendingErr == nil {`, "^TestReleaseNeverReportsLost$"},
+		if l.pendingErr == nil {`, "^TestReleaseNeverReportsLost$", nil},
 	// 13. Past the deadline.
 	{"keep-alive renews a lease past its deadline", "keepalive.go",
 		`		if l.loseIfPast() {
 			continue
-		}`, ``, "^TestKeepAliveNeverRenewsPastDeadline$"},
+		}`, ``, "^TestKeepAliveNeverRenewsPastDeadline$", nil},
 	// 14. Suspend.
 	{"no suspend watch", "keepalive.go",
-		`	if gap < suspendGap {`, `	if gap < suspendGap || true {`, "^TestSuspendWatchClosesLost$"},
+		`	if gap < suspendGap {`, `	if gap < suspendGap || true {`, "^TestSuspendWatchClosesLost$", nil},
 	{"Err trusts the timer", "lease.go",
-		`func (l *Lease) Err() error {
-	l.loseIfPast()`, `func (l *Lease) Err() error {`, "^TestSuspendedPastExpiry$"},
+		`func (l *mongolock.Lease) Err() error {
+	l.loseIfPast()`, `func (l *mongolock.Lease) Err() error {`, "^TestSuspendedPastExpiry$", nil},
 	// 15. Wrong shapes.
 	{"Purge without the shape guard", "store.go",
 		`	}, shapeGuard...)
 	res, err := s.coll.DeleteMany(`, `	})
-	res, err := s.coll.DeleteMany(`, "^TestWrongShapeDocumentsNeverChanged$"},
+	res, err := s.coll.DeleteMany(`, "^TestWrongShapeDocumentsNeverChanged$", nil},
 	{"the shape guard checks expire and fence only", "store.go",
-		`	nullOr(fieldOwner, bson.D{{Key: "$type", Value: "string"}}),`, ``, "^TestWrongShapeDocumentsNeverChanged$"},
+		`	nullOr("owner", bson.D{{Key: "$type", Value: "string"}}),`, ``, "^TestWrongShapeDocumentsNeverChanged$", nil},
 }
 
 // TestMutantsAreCaught plants every mutant and requires its catchers to
@@ -139,6 +145,7 @@ func TestMutantsAreCaught(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	lib := filepath.Dir(dir) // the library's package
 	only := os.Getenv("MONGOLOCK_MUTANT")
 	for _, m := range mutants {
 		if only != "" && m.name != only {
@@ -146,7 +153,7 @@ func TestMutantsAreCaught(t *testing.T) {
 		}
 		t.Run(m.name, func(t *testing.T) {
 			t.Parallel() // at most -parallel (GOMAXPROCS) at once
-			src, err := os.ReadFile(filepath.Join(dir, m.file))
+			src, err := os.ReadFile(filepath.Join(lib, m.file))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -158,7 +165,7 @@ func TestMutantsAreCaught(t *testing.T) {
 			if err := os.WriteFile(broken, bytes.Replace(src, []byte(m.from), []byte(m.to), 1), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			overlay, _ := json.Marshal(map[string]map[string]string{"Replace": {filepath.Join(dir, m.file): broken}})
+			overlay, _ := json.Marshal(map[string]map[string]string{"Replace": {filepath.Join(lib, m.file): broken}})
 			ovFile := filepath.Join(tmp, "overlay.json")
 			if err := os.WriteFile(ovFile, overlay, 0o644); err != nil {
 				t.Fatal(err)
@@ -170,7 +177,7 @@ func TestMutantsAreCaught(t *testing.T) {
 			}
 			cmd := exec.Command(gobin, append(args, ".")...)
 			cmd.Dir = dir
-			cmd.Env = append(os.Environ(), "GOFLAGS=")
+			cmd.Env = append(append(os.Environ(), "GOFLAGS="), m.env...)
 			out, err := cmd.CombinedOutput()
 			switch {
 			case err == nil:

@@ -1,4 +1,4 @@
-package mongolock_test
+package tests
 
 // Tests for the safety holes found by using the library adversarially (one
 // per scenario; TestMutantsAreCaught shows that each fails when its fix is

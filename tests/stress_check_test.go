@@ -1,4 +1,4 @@
-package mongolock
+package tests
 
 // The stress harness's checks: they read the recorded history (see event)
 // and report what does not hold. TestLinearizabilityModel and
@@ -17,7 +17,7 @@ import (
 )
 
 // event is one line of the harness's history. Times are real unix ns.
-type event struct {
+type hevent struct {
 	Proc   string `json:"proc"`
 	Op     string `json:"op"`             // see the ops below
 	Kind   string `json:"kind,omitempty"` // acquire: lease, seed (owner-named Lock), py (Python-style), closer (a Client closed while acquiring)
@@ -71,7 +71,7 @@ type write struct {
 // by the nemesis keeps its entitlement unless it had begun to release: the
 // server must go on excluding others until its promised instant. No two
 // holders' entitlements may overlap.
-func checkExclusion(history []event) []string {
+func checkExclusion(history []hevent) []string {
 	type span struct {
 		from, to int64
 		token    string
@@ -140,14 +140,14 @@ func checkExclusion(history []event) []string {
 // an operator force-released it (the force-release names the holder it
 // removed by owner; every acquisition in the harness has an owner name of
 // its own).
-func entitlementEnds(history []event) map[string]int64 {
+func entitlementEnds(history []hevent) map[string]int64 {
 	end := map[string]int64{}
 	note := func(token string, t int64) {
 		if cur, ok := end[token]; token != "" && (!ok || t < cur) {
 			end[token] = t
 		}
 	}
-	var acquisitions, forced []event
+	var acquisitions, forced []hevent
 	for _, e := range history {
 		switch {
 		case e.Op == "release", e.Op == "releasing", e.Op == "stop":
@@ -175,10 +175,10 @@ func entitlementEnds(history []event) map[string]int64 {
 // looked, found itself entitled, and wrote; an acquisition after that
 // instant contradicts its entitlement), unless an operator had
 // force-released the writer by then.
-func checkWrites(history []event, accepted []write) []string {
+func checkWrites(history []hevent, accepted []write) []string {
 	ends := entitlementEnds(history)
 	var problems []string
-	acquired := map[string][]event{}
+	acquired := map[string][]hevent{}
 	for _, e := range history {
 		if e.Op == "acquire" && e.OK && e.Fence != 0 {
 			acquired[e.Key] = append(acquired[e.Key], e)
@@ -204,7 +204,7 @@ func checkWrites(history []event, accepted []write) []string {
 // the machine did not schedule for a while was, in effect, paused; each
 // child measures its own scheduling stalls, and a lateness within the
 // stall it measured is not counted.
-func checkLost(history []event) []string {
+func checkLost(history []hevent) []string {
 	var problems []string
 	for _, e := range history {
 		if e.Op == "lost" && e.Expiry != 0 && e.Return > e.Expiry+e.Stall+int64(20*time.Millisecond) {
@@ -216,7 +216,7 @@ func checkLost(history []event) []string {
 }
 
 // checkProblems reports what the children saw go wrong.
-func checkProblems(history []event) []string {
+func checkProblems(history []hevent) []string {
 	var problems []string
 	for _, e := range history {
 		if e.Op == "problem" {
@@ -362,7 +362,7 @@ func linearizabilityBudget() time.Duration {
 // A refused release is also excused when it was called after its lease's
 // last promised instant (an expired lease may be taken over, or purged),
 // since the model does not see expiry.
-func historyOps(history []event) []porcupine.Operation {
+func historyOps(history []hevent) []porcupine.Operation {
 	const (
 		tryUnknown = iota
 		tryTaken
@@ -382,9 +382,9 @@ func historyOps(history []event) []porcupine.Operation {
 		tries    = map[[2]string]*try{} // (proc, request ID)
 		byToken  = map[string][]*try{}  // in the order they were sent
 		killedAt = map[string]int64{}
-		acquired = map[string]event{} // token -> its successful acquisition
-		start    = map[string]int64{} // token -> when its successful acquisition can have taken effect
-		until    = map[string]int64{} // token -> the last instant it was promised
+		acquired = map[string]hevent{} // token -> its successful acquisition
+		start    = map[string]int64{}  // token -> when its successful acquisition can have taken effect
+		until    = map[string]int64{}  // token -> the last instant it was promised
 		unknown  = map[string][]window{}
 		last     int64
 	)
@@ -451,13 +451,13 @@ func historyOps(history []event) []porcupine.Operation {
 			}
 		}
 	}
-	begins := func(a event) int64 {
+	begins := func(a hevent) int64 {
 		if t, ok := start[a.Token]; ok && t >= a.Call {
 			return t
 		}
 		return a.Call // no tries recorded: the whole call
 	}
-	excused := func(rel event) bool {
+	excused := func(rel hevent) bool {
 		a, ok := acquired[rel.Token]
 		if !ok {
 			return true // its acquisition is not in the history
@@ -504,7 +504,7 @@ func historyOps(history []event) []porcupine.Operation {
 }
 
 // checkLinearizable checks the acquisitions and releases with porcupine.
-func checkLinearizable(t *testing.T, history []event) []string {
+func checkLinearizable(t *testing.T, history []hevent) []string {
 	ops := historyOps(history)
 	result, info := porcupine.CheckOperationsVerbose(lockModel, ops, linearizabilityBudget())
 	switch result {
@@ -535,27 +535,27 @@ func checkLinearizable(t *testing.T, history []event) []string {
 // allows — a holder starved past its ExpiresAt, a take-over after the
 // holder saw Lost, a force-release — and rejects two entitled holders.
 func TestExclusionCheck(t *testing.T) {
-	acq := func(proc string, ret, until, fence int64) event {
-		return event{Proc: proc, Op: "acquire", Kind: "lease", Key: "k", Token: proc, Owner: proc, Call: ret - 1, Return: ret, OK: true, Fence: fence, Until: until}
+	acq := func(proc string, ret, until, fence int64) hevent {
+		return hevent{Proc: proc, Op: "acquire", Kind: "lease", Key: "k", Token: proc, Owner: proc, Call: ret - 1, Return: ret, OK: true, Fence: fence, Until: until}
 	}
-	promise := func(proc string, atT, until, fence int64) event {
-		return event{Proc: proc, Op: "promise", Key: "k", Token: proc, At: atT, Until: until, Fence: fence}
+	promise := func(proc string, atT, until, fence int64) hevent {
+		return hevent{Proc: proc, Op: "promise", Key: "k", Token: proc, At: atT, Until: until, Fence: fence}
 	}
 	tests := []struct {
 		name    string
-		history []event
+		history []hevent
 		ok      bool
 	}{
-		{"one after the other's expiry", []event{acq("a", 10, 100, 1), acq("b", 100, 200, 2)}, true},
-		{"overlap", []event{acq("a", 10, 100, 1), acq("b", 90, 200, 2)}, false},
-		{"overlap with an older fence arriving late", []event{acq("a", 10, 100, 2), acq("b", 50, 200, 1)}, false},
-		{"a promise after a renewal", []event{acq("a", 10, 100, 1), promise("a", 95, 300, 1), acq("b", 150, 400, 2)}, false},
-		{"a starved holder whose acquisition came back past its expiry", []event{acq("a", 150, 100, 1), acq("b", 120, 300, 2)}, true},
-		{"released first", []event{acq("a", 10, 100, 1), {Proc: "a", Op: "release", Key: "k", Token: "a", Call: 40, Return: 45, OK: true}, acq("b", 50, 200, 2)}, true},
-		{"saw Lost first", []event{acq("a", 10, 100, 1), {Proc: "a", Op: "lost", Key: "k", Token: "a", Return: 40}, acq("b", 50, 200, 2)}, true},
-		{"force-released", []event{acq("a", 10, 100, 1), {Proc: "op", Op: "forcerelease", Key: "k", Call: 40, Return: 45, OK: true, Fence: 1, Owner: "a"}, acq("b", 50, 200, 2)}, true},
-		{"force-released someone else", []event{acq("a", 10, 100, 1), {Proc: "op", Op: "forcerelease", Key: "k", Call: 40, Return: 45, OK: true, Fence: 7, Owner: "z"}, acq("b", 50, 200, 2)}, false},
-		{"a Python holder until its expiry", []event{{Proc: "py", Op: "acquire", Kind: "py", Key: "k", Token: "py:x", Return: 10, OK: true, Until: 100}, acq("b", 50, 200, 2)}, false},
+		{"one after the other's expiry", []hevent{acq("a", 10, 100, 1), acq("b", 100, 200, 2)}, true},
+		{"overlap", []hevent{acq("a", 10, 100, 1), acq("b", 90, 200, 2)}, false},
+		{"overlap with an older fence arriving late", []hevent{acq("a", 10, 100, 2), acq("b", 50, 200, 1)}, false},
+		{"a promise after a renewal", []hevent{acq("a", 10, 100, 1), promise("a", 95, 300, 1), acq("b", 150, 400, 2)}, false},
+		{"a starved holder whose acquisition came back past its expiry", []hevent{acq("a", 150, 100, 1), acq("b", 120, 300, 2)}, true},
+		{"released first", []hevent{acq("a", 10, 100, 1), {Proc: "a", Op: "release", Key: "k", Token: "a", Call: 40, Return: 45, OK: true}, acq("b", 50, 200, 2)}, true},
+		{"saw Lost first", []hevent{acq("a", 10, 100, 1), {Proc: "a", Op: "lost", Key: "k", Token: "a", Return: 40}, acq("b", 50, 200, 2)}, true},
+		{"force-released", []hevent{acq("a", 10, 100, 1), {Proc: "op", Op: "forcerelease", Key: "k", Call: 40, Return: 45, OK: true, Fence: 1, Owner: "a"}, acq("b", 50, 200, 2)}, true},
+		{"force-released someone else", []hevent{acq("a", 10, 100, 1), {Proc: "op", Op: "forcerelease", Key: "k", Call: 40, Return: 45, OK: true, Fence: 7, Owner: "z"}, acq("b", 50, 200, 2)}, false},
+		{"a Python holder until its expiry", []hevent{{Proc: "py", Op: "acquire", Kind: "py", Key: "k", Token: "py:x", Return: 10, OK: true, Until: 100}, acq("b", 50, 200, 2)}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -571,48 +571,48 @@ func TestExclusionCheck(t *testing.T) {
 // (including a takeover by a try whose outcome is unknown, or whose process
 // was killed) and rejects what it must not.
 func TestLinearizabilityModel(t *testing.T) {
-	acq := func(proc string, call, ret, fence int64) event {
-		return event{Proc: proc, Op: "acquire", Kind: "lease", Key: "k", Token: proc, Call: call, Return: ret, OK: true, Fence: fence}
+	acq := func(proc string, call, ret, fence int64) hevent {
+		return hevent{Proc: proc, Op: "acquire", Kind: "lease", Key: "k", Token: proc, Call: call, Return: ret, OK: true, Fence: fence}
 	}
-	rel := func(proc string, call, ret int64, ok bool) event {
-		return event{Proc: proc, Op: "release", Key: "k", Token: proc, Call: call, Return: ret, OK: ok}
+	rel := func(proc string, call, ret int64, ok bool) hevent {
+		return hevent{Proc: proc, Op: "release", Key: "k", Token: proc, Call: call, Return: ret, OK: ok}
 	}
-	try := func(proc, id, key string, call int64) event {
-		return event{Proc: proc, Op: "try", ID: id, Key: key, Token: proc, Call: call}
+	try := func(proc, id, key string, call int64) hevent {
+		return hevent{Proc: proc, Op: "try", ID: id, Key: key, Token: proc, Call: call}
 	}
 	const (
 		taken = iota
 		refused
 		unknown
 	)
-	tried := func(proc, id string, ret int64, outcome int) event {
-		return event{Proc: proc, Op: "tried", ID: id, Return: ret, OK: outcome == taken, Maybe: outcome == unknown}
+	tried := func(proc, id string, ret int64, outcome int) hevent {
+		return hevent{Proc: proc, Op: "tried", ID: id, Return: ret, OK: outcome == taken, Maybe: outcome == unknown}
 	}
-	py := func(proc string, call, ret int64) event {
-		return event{Proc: proc, Op: "acquire", Kind: "py", Key: "k", Token: proc, Call: call, Return: ret, OK: true}
+	py := func(proc string, call, ret int64) hevent {
+		return hevent{Proc: proc, Op: "acquire", Kind: "py", Key: "k", Token: proc, Call: call, Return: ret, OK: true}
 	}
 	margin := int64(killMargin)
 	tests := []struct {
 		name    string
-		history []event
+		history []hevent
 		ok      bool
 	}{
-		{"acquire, release, acquire", []event{acq("a", 0, 1, 10), rel("a", 2, 3, true), acq("b", 4, 5, 11)}, true},
-		{"takeover after expiry, old holder's release refused", []event{acq("a", 0, 1, 10), acq("b", 2, 3, 11), rel("a", 4, 5, false)}, true},
-		{"overlapping acquisitions order by fence", []event{acq("a", 0, 10, 12), acq("b", 1, 2, 11)}, true},
-		{"a killed process's try took over", []event{
+		{"acquire, release, acquire", []hevent{acq("a", 0, 1, 10), rel("a", 2, 3, true), acq("b", 4, 5, 11)}, true},
+		{"takeover after expiry, old holder's release refused", []hevent{acq("a", 0, 1, 10), acq("b", 2, 3, 11), rel("a", 4, 5, false)}, true},
+		{"overlapping acquisitions order by fence", []hevent{acq("a", 0, 10, 12), acq("b", 1, 2, 11)}, true},
+		{"a killed process's try took over", []hevent{
 			acq("a", 0, 1, 10), try("k", "1", "k", 2), {Proc: "k", Op: "killed", Return: 3}, rel("a", 4, 5, false),
 		}, true},
-		{"a try with an unknown outcome took over", []event{
+		{"a try with an unknown outcome took over", []hevent{
 			acq("a", 0, 1, 10), try("m", "1", "k", 2), tried("m", "1", 3, unknown), rel("a", 4, 5, false),
 		}, true},
-		{"a try with an unknown outcome did nothing", []event{
+		{"a try with an unknown outcome did nothing", []hevent{
 			acq("a", 0, 1, 10), try("m", "1", "k", 2), tried("m", "1", 3, unknown), rel("a", 4, 5, true),
 		}, true},
-		{"a try that took the lock and gave it back", []event{
+		{"a try that took the lock and gave it back", []hevent{
 			acq("a", 0, 1, 10), try("m", "1", "k", 2), tried("m", "1", 3, taken), rel("a", 4, 5, false),
 		}, true},
-		{"an earlier run of tries of an acquisition that succeeded later", []event{
+		{"an earlier run of tries of an acquisition that succeeded later", []hevent{
 			acq("x", 0, 1, 10),
 			try("t", "1", "k", 2), tried("t", "1", 3, unknown),
 			rel("x", 3, 4, false),
@@ -620,36 +620,36 @@ func TestLinearizabilityModel(t *testing.T) {
 			try("t", "3", "k", 7), tried("t", "3", 8, taken),
 			acq("t", 2, 9, 11),
 		}, true},
-		{"a release refused after the lease's expiry", []event{
+		{"a release refused after the lease's expiry", []hevent{
 			{Proc: "a", Op: "acquire", Kind: "lease", Key: "k", Token: "a", Call: 0, Return: 1, OK: true, Fence: 10, Until: 3}, rel("a", 4, 5, false),
 		}, true},
-		{"force-released, then the holder's release is refused", []event{
+		{"force-released, then the holder's release is refused", []hevent{
 			acq("a", 0, 1, 10), {Proc: "op", Op: "forcerelease", Key: "k", Call: 2, Return: 3, OK: true, Fence: 10}, rel("a", 4, 5, false), acq("b", 6, 7, 11),
 		}, true},
-		{"fences rise across a Python acquisition", []event{
+		{"fences rise across a Python acquisition", []hevent{
 			acq("a", 0, 1, 10), rel("a", 2, 3, true), py("p", 4, 5), rel("p", 6, 7, true), acq("b", 8, 9, 11),
 		}, true},
-		{"fence fell across a Python acquisition", []event{
+		{"fence fell across a Python acquisition", []hevent{
 			acq("a", 0, 1, 10), rel("a", 2, 3, true), py("p", 4, 5), rel("p", 6, 7, true), acq("b", 8, 9, 9),
 		}, false},
-		{"fence did not rise", []event{acq("a", 0, 1, 10), acq("b", 2, 3, 10)}, false},
-		{"fence fell", []event{acq("a", 0, 1, 10), rel("a", 2, 3, true), acq("b", 4, 5, 9)}, false},
-		{"release by a non-holder succeeded", []event{acq("a", 0, 1, 10), rel("b", 2, 3, true)}, false},
-		{"holder's release refused with nobody else around", []event{acq("a", 0, 1, 10), rel("a", 2, 3, false)}, false},
-		{"a refused try is no excuse", []event{
+		{"fence did not rise", []hevent{acq("a", 0, 1, 10), acq("b", 2, 3, 10)}, false},
+		{"fence fell", []hevent{acq("a", 0, 1, 10), rel("a", 2, 3, true), acq("b", 4, 5, 9)}, false},
+		{"release by a non-holder succeeded", []hevent{acq("a", 0, 1, 10), rel("b", 2, 3, true)}, false},
+		{"holder's release refused with nobody else around", []hevent{acq("a", 0, 1, 10), rel("a", 2, 3, false)}, false},
+		{"a refused try is no excuse", []hevent{
 			acq("a", 0, 1, 10), try("r", "1", "k", 2), tried("r", "1", 3, refused), rel("a", 4, 5, false),
 		}, false},
-		{"a try that ended before the acquisition is no excuse", []event{
+		{"a try that ended before the acquisition is no excuse", []hevent{
 			try("m", "1", "k", 0), tried("m", "1", 1, unknown), acq("a", 2, 3, 10), rel("a", 4, 5, false),
 		}, false},
-		{"a try cut short by a kill long before is no excuse", []event{
+		{"a try cut short by a kill long before is no excuse", []hevent{
 			try("k", "1", "k", 0), {Proc: "k", Op: "killed", Return: 1},
 			acq("a", margin+2, margin+3, 10), rel("a", margin+4, margin+5, false),
 		}, false},
-		{"a try on another key is no excuse", []event{
+		{"a try on another key is no excuse", []hevent{
 			acq("a", 0, 1, 10), try("m", "1", "other", 2), tried("m", "1", 3, unknown), rel("a", 4, 5, false),
 		}, false},
-		{"an acquisition starts at its last run of tries, not while it waited", []event{
+		{"an acquisition starts at its last run of tries, not while it waited", []hevent{
 			try("a", "1", "k", 0), tried("a", "1", 1, refused),
 			try("m", "1", "k", 2), tried("m", "1", 3, unknown),
 			try("a", "2", "k", 8), tried("a", "2", 9, taken),
