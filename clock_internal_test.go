@@ -50,4 +50,3 @@ func TestServerClockAcrossSuspend(t *testing.T) {
 		t.Fatal("an estimate an hour old was used without sampling again")
 	}
 }
-
