@@ -124,6 +124,12 @@ func (c *Client) acquire(ctx context.Context, key, owner string, cfg lockConfig,
 				return nil, err
 			case errors.Is(err, errExpiredOnArrival):
 				return nil, fmt.Errorf("mongolock: acquiring %q: %w", key, err)
+			case ctx.Err() != nil && holder != nil:
+				// ctx ended a wait while an attempt was in flight (it gave
+				// back whatever it may have taken): as when it ends the
+				// sleep, a *LockedError naming the holder.
+				c.afterGaveUp(ctx, key, token, &st)
+				return nil, newLockedError(key, holder, ctx.Err())
 			default:
 				c.afterGaveUp(ctx, key, token, &st)
 			}

@@ -420,3 +420,88 @@ func TestSemaphoreContention(t *testing.T) {
 	}
 	t.Logf("at most %d holders at once", most)
 }
+
+// TestElection: one leader at a time; Campaign blocks until it leads;
+// Leader reads it; terms rise; resigning hands over; Observe delivers the
+// leader and each change.
+func TestElection(t *testing.T) {
+	srv := mongolocktest.Start(t)
+	c := newClient(t, srv, mongolock.WithRetryInterval(10*time.Millisecond))
+	ctx := testCtx(t)
+	e := c.Election("primary", mongolock.Expire(time.Minute))
+	if _, err := e.Leader(ctx); !errors.Is(err, mongolock.ErrNotFound) {
+		t.Fatalf("Leader before any campaign: %v; want ErrNotFound", err)
+	}
+	octx, stop := context.WithCancel(ctx)
+	defer stop()
+	seen := e.Observe(octx)
+
+	a, err := e.Campaign(ctx, "10.0.0.1:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := e.Leader(ctx)
+	if err != nil || info.Value != "10.0.0.1:8080" || info.Term != a.Fence() || info.Owner != a.Owner() || info.Since.IsZero() {
+		t.Fatalf("Leader = %+v, %v; want a's value, term %d", info, err, a.Fence())
+	}
+	if got := <-seen; got != info {
+		t.Fatalf("Observe delivered %+v first; want %+v", got, info)
+	}
+
+	bCtx, bCancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	_, err = c.Election("primary").Campaign(bCtx, "b")
+	bCancel()
+	if le := wantLocked(t, err, "a second candidate's campaign ended by its context"); le.Owner != a.Owner() {
+		t.Fatalf("names %q; want the leader", le.Owner)
+	}
+	led := make(chan *mongolock.Lease, 1)
+	go func() {
+		l, err := c.Election("primary").Campaign(ctx, "10.0.0.2:8080")
+		if err != nil {
+			t.Error(err)
+		}
+		led <- l
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if err := a.Release(ctx); err != nil { // resign
+		t.Fatal(err)
+	}
+	b := <-led
+	if b == nil {
+		t.FailNow()
+	}
+	if b.Fence() <= a.Fence() {
+		t.Fatalf("term %d after %d", b.Fence(), a.Fence())
+	}
+	for got := range seen {
+		if got.Owner == "" {
+			continue // a moment without a leader
+		}
+		if got.Value != "10.0.0.2:8080" || got.Term != b.Fence() {
+			t.Fatalf("Observe delivered %+v; want b's term %d", got, b.Fence())
+		}
+		break
+	}
+	stop()
+	for range seen { // closed once ctx ends
+	}
+	if err := b.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Leader(ctx); !errors.Is(err, mongolock.ErrNotFound) {
+		t.Fatalf("Leader after the last resigned: %v; want ErrNotFound", err)
+	}
+
+	// Bad input.
+	for _, bad := range []*mongolock.Election{c.Election(""), c.Election("x", mongolock.Limit(2)), c.Election("x", mongolock.MinHold(time.Second))} {
+		if _, err := bad.Campaign(ctx, "v"); !errors.Is(err, mongolock.ErrInvalidArgument) {
+			t.Errorf("Campaign: %v; want ErrInvalidArgument", err)
+		}
+	}
+	if _, err := e.Campaign(ctx, string([]byte{0xff})); !errors.Is(err, mongolock.ErrInvalidArgument) {
+		t.Errorf("Campaign with a value that is not UTF-8: %v", err)
+	}
+	if _, ok := <-c.Election("").Observe(ctx); ok {
+		t.Error("Observe of a bad name delivered")
+	}
+}
