@@ -98,6 +98,9 @@ func (c *Client) acquire(ctx context.Context, key, owner string, cfg lockConfig,
 			if lerr != nil {
 				leave()
 				c.afterGaveUp(ctx, key, token, &st)
+				if ctx.Err() != nil { // refused, then ctx ended the wait
+					return nil, newLockedError(key, holder, ctx.Err())
+				}
 				return nil, fmt.Errorf("mongolock: acquiring %q: %w", key, lerr)
 			}
 			if doc != nil {

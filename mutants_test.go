@@ -122,6 +122,28 @@ var mutants = []mutant{
 	res, err := s.coll.DeleteMany(`, "^TestWrongShapeDocumentsNeverChanged$"},
 	{"the shape guard checks expire and fence only", "store.go",
 		`	nullOr(fieldOwner, bson.D{{Key: "$type", Value: "string"}}),`, ``, "^TestWrongShapeDocumentsNeverChanged$"},
+
+	// 16. The recipes (semaphores, shared locks, fair queueing).
+	{"a semaphore admits n+1 holders", "store.go",
+		`nullOr(fieldCount, bson.D{{Key: "$lt", Value: capacity}}),`, `nullOr(fieldCount, bson.D{{Key: "$lte", Value: capacity}}),`, "^TestSemaphore$"},
+	{"a resent entry acquisition counts twice", "store.go",
+		`		exists(holderPath(token), false),
+		nullOr(`, `		nullOr(`, "^TestRecipesLostReplies$"},
+	{"the last holder's release leaves the lock locked", "store.go",
+		`		last := releasedShape()`, `		last := bson.D{{Key: "$set", Value: bson.D{}}}`, "^TestSemaphore$"},
+	{"readers do not queue behind a waiting writer", "store.go",
+		`		conds = append(conds, noLiveWriter(now))`, ``, "^TestSharedLock$"},
+	{"an entry's renewal without 'surely not expired'", "store.go",
+		`bson.D{{Key: holderField(token, entryExpire), Value: bson.D{{Key: "$gt", Value: now.latest()}}}},`,
+		`bson.D{{Key: holderField(token, entryExpire), Value: bson.D{{Key: "$exists", Value: true}}}},`, "^TestEntryRenewAfterExpiry$"},
+	{"ForceRelease leaves a semaphore's holders", "store.go",
+		`bson.D{{Key: fieldHolders, Value: ""}, {Key: fieldCount, Value: ""}, {Key: fieldWriter, Value: ""}}`, `bson.D{{Key: fieldWriter, Value: ""}}`, "^TestRecipesKeepAlive$"},
+	{"holders that disagree on the limit wait instead", "recipes.go",
+		`		if held != asked && !(asked == 1 && held == 0) {`, `		if false {`, "^TestLimitMismatch$"},
+	{"a fair acquisition ignores the queue", "store.go",
+		`			bson.D{{Key: fieldOrder + ".0", Value: token}},`, `			bson.D{{Key: fieldOrder + ".0", Value: bson.D{{Key: "$exists", Value: true}}}},`, "^TestFairOrder$"},
+	{"a dead fair waiter blocks the queue", "recipes.go",
+		`			if q := doc.queue[t]; q == nil || q.Expire.Before(now.earliest()) {`, `			if q := doc.queue[t]; q == nil {`, "^TestFairOrder$"},
 }
 
 // TestMutantsAreCaught plants every mutant and requires its catchers to

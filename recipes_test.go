@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
+
 	"github.com/mongolock/mongolock"
 	"github.com/mongolock/mongolock/mongolocktest"
 )
@@ -503,5 +505,130 @@ func TestElection(t *testing.T) {
 	}
 	if _, ok := <-c.Election("").Observe(ctx); ok {
 		t.Error("Observe of a bad name delivered")
+	}
+}
+
+// TestFairOrder: waiters that use Fair get the lock in the order they
+// arrived, whatever their retry timing; a waiter that died (its heartbeat
+// ran out) does not block the queue.
+func TestFairOrder(t *testing.T) {
+	srv := mongolocktest.Start(t)
+	ctx := testCtx(t)
+	holderC := newClient(t, srv)
+	first := mustTry(t, holderC, "q", mongolock.Fair(), mongolock.Owner("first"))
+
+	// A waiter that died at the head of the queue: its heartbeat runs out
+	// 300ms from now.
+	coll := lockColl(t, srv)
+	now, _, err := holderC.ServerTime(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: "q"}}, bson.D{
+		{Key: "$push", Value: bson.D{{Key: "order", Value: "dead"}}},
+		{Key: "$set", Value: bson.D{{Key: "queue.dead", Value: bson.D{{Key: "owner", Value: "dead"}, {Key: "expire", Value: now.Add(300 * time.Millisecond)}}}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	var (
+		mu    sync.Mutex
+		order []string
+		wg    sync.WaitGroup
+	)
+	// Waiters on Clients that poll at very different rates arrive in turn.
+	for i, retry := range []time.Duration{100 * time.Millisecond, 5 * time.Millisecond, 50 * time.Millisecond, 5 * time.Millisecond} {
+		c := newClient(t, srv, mongolock.WithRetryInterval(retry))
+		name := fmt.Sprintf("w%d", i)
+		wg.Go(func() {
+			l, err := c.Acquire(ctx, "q", mongolock.Fair(), mongolock.Owner(name))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			order = append(order, name)
+			mu.Unlock()
+			time.Sleep(10 * time.Millisecond)
+			if err := l.Release(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+		// Wait until it is queued, so that arrival order is known.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			queued := false
+			for _, w := range mustInfo(t, holderC, "q").Waiters() {
+				queued = queued || w.Owner == name
+			}
+			if queued {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("waiter %d never queued: %+v", i, mustInfo(t, holderC, "q").Waiters())
+			}
+		}
+	}
+	// A non-fair TryAcquire while the holder holds is refused as usual;
+	// a fair one is refused while others wait even when the lock is free.
+	if err := first.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if want := []string{"w0", "w1", "w2", "w3"}; fmt.Sprint(order) != fmt.Sprint(want) {
+		t.Fatalf("fair waiters got the lock in the order %v; want %v", order, want)
+	}
+	if w := mustInfo(t, holderC, "q").Waiters(); len(w) != 0 {
+		t.Fatalf("waiters left in the queue: %+v", w)
+	}
+}
+
+// TestFairTryAcquireRespectsQueue: a one-attempt fair acquisition does not
+// jump a queue of live waiters, and a waiter that gives up leaves it.
+func TestFairTryAcquireRespectsQueue(t *testing.T) {
+	srv := mongolocktest.Start(t)
+	c := newClient(t, srv, mongolock.WithRetryInterval(5*time.Millisecond))
+	ctx := testCtx(t)
+	h := mustTry(t, c, "q", mongolock.Fair())
+	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	_, err := c.Acquire(wctx, "q", mongolock.Fair(), mongolock.Owner("gives-up"))
+	wantLocked(t, err, "a fair waiter whose context ended")
+	if w := mustInfo(t, c, "q").Waiters(); len(w) != 0 {
+		t.Fatalf("a waiter that gave up is still queued: %+v", w)
+	}
+	go func() { _, _ = c.Acquire(ctx, "q", mongolock.Fair(), mongolock.Owner("waiter"), mongolock.Timeout(3*time.Second)) }()
+	for deadline := time.Now().Add(10 * time.Second); len(mustInfo(t, c, "q").Waiters()) == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("never queued")
+		}
+	}
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The waiter is served first; TryAcquire with Fair meanwhile is refused.
+	if l, err := c.TryAcquire(ctx, "q", mongolock.Fair()); err == nil {
+		if info := mustInfo(t, c, "q"); len(info.Waiters()) > 0 {
+			t.Fatalf("a fair TryAcquire jumped the queue: %+v", info.Waiters())
+		}
+		_ = l.Release(ctx)
+	}
+}
+
+// TestEntryRenewAfterExpiry: a semaphore holder or reader that expired
+// cannot renew, even if nobody took its place: it must assume it lost.
+func TestEntryRenewAfterExpiry(t *testing.T) {
+	srv := mongolocktest.Start(t)
+	c := newClient(t, srv)
+	ctx := testCtx(t)
+	for _, opt := range []mongolock.LockOption{mongolock.Limit(2), mongolock.Shared()} {
+		key := fmt.Sprintf("k-%p", opt)
+		l := mustTry(t, c, key, opt, mongolock.Expire(100*time.Millisecond), mongolock.KeepAlive(false))
+		time.Sleep(100*time.Millisecond + 2*time.Second/10)
+		if err := l.Renew(ctx, time.Hour); !errors.Is(err, mongolock.ErrNotHeld) {
+			t.Fatalf("Renew of an expired entry: %v; want ErrNotHeld", err)
+		}
+		if locked, err := c.IsLocked(ctx, key); locked || err != nil {
+			t.Fatalf("IsLocked after the refused renewal = %v, %v; want expired", locked, err)
+		}
 	}
 }
