@@ -39,9 +39,10 @@ var (
 	ErrClosed = errors.New("mongolock: client is closed")
 
 	// ErrLimitMismatch means an acquisition asked for another kind of lock
-	// than its holders have: another Limit, Shared against a semaphore, or
-	// Limit(n) against an exclusive holder. The error returned is a
-	// *LimitError naming both.
+	// than the holders of a semaphore have (another Limit, Shared, or an
+	// exclusive lock), or a semaphore of a shared lock's readers. The error
+	// returned is a *LimitError naming both. (An exclusive holder records no
+	// limit: a semaphore waits for it, as a reader does.)
 	ErrLimitMismatch = errors.New("mongolock: holders of the lock asked for another limit")
 )
 

@@ -135,7 +135,7 @@ var mutants = []mutant{
 		`		conds = append(conds, noLiveWriter(now))`, ``, "^TestSharedLock$"},
 	{"an entry's renewal without 'surely not expired'", "store.go",
 		`bson.D{{Key: holderField(token, entryExpire), Value: bson.D{{Key: "$gt", Value: now.latest()}}}},`,
-		`bson.D{{Key: holderField(token, entryExpire), Value: bson.D{{Key: "$exists", Value: true}}}},`, "^TestEntryRenewAfterExpiry$"},
+		`bson.D{{Key: holderField(token, entryExpire), Value: bson.D{{Key: "$exists", Value: true}}}},`, "^TestEntryRenewAfterExpiryQuery$"},
 	{"ForceRelease leaves a semaphore's holders", "store.go",
 		`bson.D{{Key: fieldHolders, Value: ""}, {Key: fieldCount, Value: ""}, {Key: fieldWriter, Value: ""}}`, `bson.D{{Key: fieldWriter, Value: ""}}`, "^TestRecipesKeepAlive$"},
 	{"holders that disagree on the limit wait instead", "recipes.go",

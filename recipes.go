@@ -119,9 +119,6 @@ func (c *Client) look(ctx context.Context, key, owner, token string, cfg lockCon
 			return doc, false, time.Time{}, &LimitError{Key: key, Held: held, Asked: asked, Owner: live[0].Owner}
 		}
 	}
-	if doc.kind == "" && asked > 1 && doc.Locked && (doc.Expire.IsZero() || !doc.Expire.Before(now.earliest())) {
-		return doc, false, time.Time{}, &LimitError{Key: key, Held: 1, Asked: asked, Owner: doc.Owner}
-	}
 	if doc.kind != "" && len(dead) > 0 {
 		tokens := make([]string, len(dead))
 		for i, h := range dead {

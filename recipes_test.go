@@ -135,11 +135,11 @@ func TestLimitMismatch(t *testing.T) {
 	if b.Fence() <= a.Fence() {
 		t.Fatalf("fence %d after %d", b.Fence(), a.Fence())
 	}
-	// A semaphore asked of an exclusive holder disagrees too.
+	// An exclusive holder (a writer, a Python worker) records no limit:
+	// a semaphore waits for it, as a reader does.
 	mustTry(t, c, "ex")
-	if _, err := c.TryAcquire(ctx, "ex", mongolock.Limit(2)); !errors.Is(err, mongolock.ErrLimitMismatch) {
-		t.Fatalf("Limit(2) on an exclusive holder: %v; want ErrLimitMismatch", err)
-	}
+	_, err := c.TryAcquire(ctx, "ex", mongolock.Limit(2))
+	wantLocked(t, err, "Limit(2) on an exclusive holder")
 }
 
 // TestSemaphoreExpiredStopsCounting: a holder that expired (its process
@@ -629,6 +629,58 @@ func TestEntryRenewAfterExpiry(t *testing.T) {
 		}
 		if locked, err := c.IsLocked(ctx, key); locked || err != nil {
 			t.Fatalf("IsLocked after the refused renewal = %v, %v; want expired", locked, err)
+		}
+	}
+}
+
+// TestRecipesPython: a worker that speaks the Python package's queries on
+// the same collection sees a semaphore's or a shared lock's document as
+// held (by "*semaphore" or "*shared", until the last moment any holder may
+// hold it) and is refused; once the last holder released it takes it, and
+// the next Go holder's fence is still above every earlier one.
+func TestRecipesPython(t *testing.T) {
+	srv := mongolocktest.Start(t)
+	c := newClient(t, srv)
+	ctx := testCtx(t)
+	py := pythonWorker{coll: lockColl(t, srv), owner: "py-worker"}
+	for _, tt := range []struct {
+		mark string
+		opt  mongolock.LockOption
+	}{{"*semaphore", mongolock.Limit(3)}, {"*shared", mongolock.Shared()}} {
+		key := "py" + tt.mark
+		a := mustTry(t, c, key, tt.opt)
+		b := mustTry(t, c, key, tt.opt)
+		if ok, err := py.lock(ctx, key, time.Minute); ok || err != nil {
+			t.Fatalf("Python lock on a document with 2 holders = %v, %v; want refused", ok, err)
+		}
+		raw := storedDoc(t, py.coll, key)
+		if raw.Lookup("locked").Boolean() != true || raw.Lookup("owner").StringValue() != tt.mark {
+			t.Fatalf("what Python reads: %v; want locked by %q", raw, tt.mark)
+		}
+		if exp := raw.Lookup("expire").Time(); exp.Before(time.Now().Add(20 * time.Second)) {
+			t.Fatalf("expire %v: want at least the holders' (30s)", exp)
+		}
+		if err := a.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := py.lock(ctx, key, time.Minute); ok || err != nil {
+			t.Fatalf("Python lock with one holder left = %v, %v; want refused", ok, err)
+		}
+		if err := b.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := py.lock(ctx, key, time.Minute); !ok || err != nil {
+			t.Fatalf("Python lock after the last holder released = %v, %v; want taken", ok, err)
+		}
+		if _, err := c.TryAcquire(ctx, key, tt.opt); !errors.Is(err, mongolock.ErrLocked) {
+			t.Fatalf("Go holder while Python holds: %v; want ErrLocked", err)
+		}
+		if err := py.release(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+		l := mustTry(t, c, key, tt.opt)
+		if l.Fence() <= b.Fence() {
+			t.Fatalf("fence %d after Python, not above %d", l.Fence(), b.Fence())
 		}
 	}
 }
