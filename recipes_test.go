@@ -596,7 +596,9 @@ func TestFairTryAcquireRespectsQueue(t *testing.T) {
 	if w := mustInfo(t, c, "q").Waiters(); len(w) != 0 {
 		t.Fatalf("a waiter that gave up is still queued: %+v", w)
 	}
-	go func() { _, _ = c.Acquire(ctx, "q", mongolock.Fair(), mongolock.Owner("waiter"), mongolock.Timeout(3*time.Second)) }()
+	go func() {
+		_, _ = c.Acquire(ctx, "q", mongolock.Fair(), mongolock.Owner("waiter"), mongolock.Timeout(3*time.Second))
+	}()
 	for deadline := time.Now().Add(10 * time.Second); len(mustInfo(t, c, "q").Waiters()) == 0; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("never queued")
