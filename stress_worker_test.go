@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -119,6 +120,13 @@ func (w *stressWorker) run(g int, rng *rand.Rand) {
 	res := &resourceConn{conn: conn, replies: bufio.NewScanner(conn)}
 	for n := 0; time.Now().Before(w.until); n++ {
 		key := pickStressKey(rng)
+		if rng.IntN(3) == 0 {
+			w.recipe(rng, res, fmt.Sprintf("%s-r-%d-%d", w.name, g, n))
+			continue
+		}
+		if rng.IntN(20) == 0 {
+			key = recipeKeys[rng.IntN(2)] // the Python-style worker and the others meet the recipes too
+		}
 		switch r := rng.IntN(100); {
 		case r < 60:
 			w.lease(rng, key, res)
@@ -153,8 +161,85 @@ type resourceConn struct {
 }
 
 func (r *resourceConn) write(key, token string, fence, sent int64) bool {
-	fmt.Fprintf(r.conn, "%s %d %s %d\n", key, fence, token, sent)
+	return r.writeAs(key, token, fence, sent, "exclusive")
+}
+
+func (r *resourceConn) writeAs(key, token string, fence, sent int64, mode string) bool {
+	fmt.Fprintf(r.conn, "%s %d %s %d %s\n", key, fence, token, sent, mode)
 	return r.replies.Scan()
+}
+
+// recipe takes a semaphore holder's lease (Limit), a reader's (Shared), a
+// writer's, or campaigns in an election, acts as lease does (promises
+// checked against Lost and ExpiresAt, writes to the resource), and
+// releases (resigns).
+func (w *stressWorker) recipe(rng *rand.Rand, res *resourceConn, owner string) {
+	ctx := context.Background()
+	opts := []LockOption{Expire(stressExpire + time.Duration(rng.IntN(1000))*time.Microsecond), Timeout(time.Second), Owner(owner)}
+	if rng.IntN(7) == 0 {
+		opts = append(opts, KeepAlive(false))
+	}
+	var key, kind, mode string
+	switch rng.IntN(4) {
+	case 0, 1:
+		key, kind, mode = semKey, "entry", "entry"
+		opts = append(opts, Limit(stressLimit))
+	case 2:
+		key, kind, mode = rwKey, "reader", "reader"
+		opts = append(opts, Shared())
+	default:
+		key, kind, mode = rwKey, "writer", "exclusive"
+	}
+	if rng.IntN(4) == 0 {
+		key, kind, mode = electKey, "leader", "exclusive"
+	}
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	call := now()
+	var (
+		l   *Lease
+		err error
+	)
+	if key == electKey {
+		l, err = w.c.Election(electKey, opts[0], Owner(owner)).Campaign(actx, owner)
+	} else {
+		l, err = w.c.Acquire(actx, key, opts...)
+	}
+	ret := now()
+	cancel()
+	if err != nil {
+		if errors.Is(err, ErrLimitMismatch) {
+			w.problem("%s: %v", key, err)
+		}
+		w.record(event{Op: "acquire", Kind: kind, Key: key, Call: call, Return: ret})
+		return
+	}
+	w.record(event{Op: "acquire", Kind: kind, Key: key, Token: l.Token(), Owner: l.Owner(), Call: call, Return: ret, OK: true, Fence: l.Fence(), Until: untilOf(l)})
+	for range 1 + rng.IntN(3) {
+		at := now()
+		select {
+		case <-l.Lost():
+		default:
+			if until := untilOf(l); at < until {
+				w.record(event{Op: "promise", Kind: kind, Key: key, Token: l.Token(), Fence: l.Fence(), At: at, Until: until})
+				if !res.writeAs(key, l.Token(), l.Fence(), at, mode) {
+					return
+				}
+			}
+		}
+		time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
+	}
+	select {
+	case <-l.Lost():
+		w.record(event{Op: "lost", Key: key, Token: l.Token(), Return: w.lostAt(l), Expiry: untilOf(l), Why: fmt.Sprint(l.Err()), Stall: w.stalls.worst()})
+	default:
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	call = now()
+	w.record(event{Op: "releasing", Key: key, Token: l.Token(), Call: call})
+	err = l.Release(rctx)
+	ret = now()
+	cancel()
+	w.recordRelease(key, l.Token(), call, ret, err)
 }
 
 // lease takes a lease (kept alive, or now and then not), renews it by hand
@@ -439,6 +524,19 @@ func (m *tryLog) monitor() *driverevent.CommandMonitor {
 			key, _ := e.Command.Lookup("query", fieldKey).StringValueOK()
 			token, _ := e.Command.Lookup("update", "$set", fieldToken).StringValueOK()
 			owner, _ := e.Command.Lookup("update", "$set", fieldOwner).StringValueOK()
+			if token == markSemaphore || token == markShared {
+				// A holder entry: its token is in the path it sets.
+				if set, ok := e.Command.Lookup("update", "$set").DocumentOK(); ok {
+					if elems, err := set.Elements(); err == nil {
+						for _, el := range elems {
+							if t, ok := strings.CutPrefix(el.Key(), fieldHolders+"."); ok {
+								token = t
+								owner, _ = el.Value().Document().Lookup(entryOwner).StringValueOK()
+							}
+						}
+					}
+				}
+			}
 			m.mu.Lock()
 			m.tries[owner]++
 			m.owners[e.RequestID], m.toks[e.RequestID] = owner, token
