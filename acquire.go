@@ -28,6 +28,7 @@ type acquisition struct {
 	created           time.Time     // server time written as created
 	sent              time.Time     // local reading just before the winning request was sent
 	deadline          time.Time     // local reading after which it may be lost; zero: never
+	multi             bool          // an entry of holders (a semaphore's or a reader's), not the whole lock
 }
 
 // waitMode says what an acquisition does while the lock is held elsewhere.
@@ -62,15 +63,17 @@ func (c *Client) acquire(ctx context.Context, key, owner string, cfg lockConfig,
 		backoff  = min(firstBackoff, c.cfg.retryInterval)
 		expiry   time.Time // local reading when the holder's lock surely expired; zero: unknown
 		holder   *lockDoc  // the holder as last read; nil: unknown
-		waited   bool      // an attempt found the lock held
 		sleep    = time.NewTimer(time.Hour)
+		st       waitState
+		looking  = cfg.multi() || cfg.fair // a recipe: read the lock after every refusal (look)
+		cleaned  bool                      // a one-attempt acquisition already tried again after look
 	)
 	defer sleep.Stop()
 	for {
 		// Enter the wait room before the attempt, so a release between the
 		// attempt and the sleep is not missed.
 		released, leave := c.waits.enter(key)
-		acq, err := c.attempt(ctx, key, owner, token, cfg.expire)
+		acq, err := c.attempt(ctx, key, owner, token, cfg)
 		if err == nil && cfg.managed && !acq.deadline.IsZero() && !c.cfg.now().Before(acq.deadline) {
 			// The reply came back after the lease's own deadline (the
 			// server or the network stalled): the lock may already be
@@ -79,39 +82,77 @@ func (c *Client) acquire(ctx context.Context, key, owner string, cfg lockConfig,
 			// taken with a tiny Expire is simply short-lived.) Give it
 			// back and treat the attempt as failed; later attempts use a
 			// new token, so the give-back can never free them.
-			c.abandon(ctx, key, token)
+			c.abandonAs(ctx, key, token, cfg.multi())
 			acq, err = nil, errExpiredOnArrival
 		}
 		if errors.Is(err, errExpiredOnArrival) {
 			// Given back: later attempts use a new token, so the
 			// give-back can never free them.
+			c.afterGaveUp(ctx, key, token, &st)
+			st = waitState{}
 			token = newToken()
 		}
+		waiting := !timedOut && mode != waitNever && !(mode == waitTimeout && timer == nil)
+		if errors.Is(err, errHeld) && looking && (waiting || !cleaned) {
+			doc, again, exp, lerr := c.look(ctx, key, owner, token, cfg, waiting, &st)
+			if lerr != nil {
+				leave()
+				c.afterGaveUp(ctx, key, token, &st)
+				if ctx.Err() != nil { // refused, then ctx ended the wait
+					return nil, newLockedError(key, holder, ctx.Err())
+				}
+				return nil, fmt.Errorf("mongolock: acquiring %q: %w", key, lerr)
+			}
+			if doc != nil {
+				now, _ := c.clock.Now(ctx)
+				holder, expiry = holderOf(doc, now, cfg.shared), exp
+			}
+			if again && (waiting || !cleaned) {
+				cleaned = !waiting
+				leave()
+				continue
+			}
+			if !waiting {
+				err = &heldError{doc: holder}
+			}
+		}
 		retryable := errors.Is(err, errHeld) || errors.Is(err, errExpiredOnArrival)
-		if !retryable || timedOut || mode == waitNever || (mode == waitTimeout && timer == nil) {
+		if !retryable || !waiting {
 			leave()
 			switch {
+			case err == nil:
+				c.afterAcquired(ctx, key, token, &st)
 			case errors.Is(err, errHeld):
-				return nil, errHeld
+				c.afterGaveUp(ctx, key, token, &st)
+				return nil, err
 			case errors.Is(err, errExpiredOnArrival):
 				return nil, fmt.Errorf("mongolock: acquiring %q: %w", key, err)
-			case err != nil && waited && ctx.Err() != nil:
-				// ctx ended during an attempt of a wait for a held lock
-				// (whatever that attempt may have taken was given back):
-				// as if it had ended during the sleep.
+			case ctx.Err() != nil && holder != nil:
+				// ctx ended a wait while an attempt was in flight (it gave
+				// back whatever it may have taken): as when it ends the
+				// sleep, a *LockedError naming the holder.
+				c.afterGaveUp(ctx, key, token, &st)
 				return nil, newLockedError(key, holder, ctx.Err())
+			default:
+				c.afterGaveUp(ctx, key, token, &st)
 			}
 			return acq, err
 		}
-		waited = true
 		// Held. Sleep a jittered backoff that doubles up to the retry
 		// interval, or until the holder's expiry if that comes sooner, or
 		// until a release through this Client wakes us.
-		if expiry.IsZero() || !c.cfg.now().Before(expiry) {
+		if !looking && (expiry.IsZero() || !c.cfg.now().Before(expiry)) {
 			var err error
 			if holder, expiry, err = c.holderExpiry(ctx, key); err != nil {
 				leave()
 				return nil, fmt.Errorf("mongolock: waiting for lock %q: %w", key, err)
+			}
+			if holder != nil && holder.kind != "" {
+				// A semaphore's or readers' document: a writer waits
+				// for the readers (and says so), the rest disagree.
+				looking = true
+				leave()
+				continue
 			}
 		}
 		d := jitter(backoff)
@@ -127,9 +168,11 @@ func (c *Client) acquire(ctx context.Context, key, owner string, cfg lockConfig,
 			// Still held: a *LockedError naming the holder (as when a
 			// Timeout ends the wait), matching ctx's error too.
 			leave()
+			c.afterGaveUp(ctx, key, token, &st)
 			return nil, newLockedError(key, holder, ctx.Err())
 		case <-c.closing:
 			leave()
+			c.afterGaveUp(ctx, key, token, &st)
 			return nil, fmt.Errorf("mongolock: waiting for lock %q: %w", key, ErrClosed)
 		case <-timer:
 			timedOut = true // one last attempt at the deadline
@@ -168,6 +211,9 @@ func (c *Client) holderExpiry(ctx context.Context, key string) (*lockDoc, time.T
 	if err != nil || !d.Locked {
 		return nil, time.Time{}, nil
 	}
+	if d.kind != "" {
+		return d, time.Time{}, nil
+	}
 	if d.Expire.IsZero() {
 		return d, time.Time{}, nil
 	}
@@ -181,21 +227,35 @@ func (c *Client) holderExpiry(ctx context.Context, key string) (*lockDoc, time.T
 // attempt makes one attempt to take key. An attempt whose outcome is
 // unknown is resent with the same token; if the outcome stays unknown, the
 // lock is released by token (best effort) so it cannot leak.
-func (c *Client) attempt(ctx context.Context, key, owner, token string, expire time.Duration) (*acquisition, error) {
+func (c *Client) attempt(ctx context.Context, key, owner, token string, cfg lockConfig) (*acquisition, error) {
+	multi := cfg.multi()
+	abandon := func(ctx context.Context, key, token string) { c.abandonAs(ctx, key, token, multi) }
 	unknown := false
 	for n := 1; ; n++ {
 		now, err := c.clock.Now(ctx)
 		if err != nil {
 			if unknown {
-				c.abandon(ctx, key, token)
+				abandon(ctx, key, token)
 			}
 			return nil, err
 		}
 		fence := c.fenceCandidate(now)
-		before, err := c.store.acquire(ctx, key, owner, token, now, expire, fence)
+		before, err := c.send(ctx, key, owner, token, now, cfg, fence)
 		switch {
 		case err == nil:
-			return c.settle(ctx, key, owner, token, now, expire, fence, before)
+			return c.settle(ctx, key, owner, token, now, cfg, fence, before, false)
+		case errors.Is(err, errHeld) && unknown && multi:
+			// A resend of an entry is refused when an earlier attempt
+			// added it: look whether it did.
+			d, ferr := c.store.find(ctx, key)
+			switch {
+			case ferr == nil && d.holders[token] != nil:
+				return c.settle(ctx, key, owner, token, now, cfg, fence, d, true)
+			case ferr != nil && !errors.Is(ferr, ErrNotFound):
+				abandon(ctx, key, token)
+				return nil, fmt.Errorf("mongolock: acquiring %q: %w", key, ferr)
+			}
+			return nil, errHeld
 		case errors.Is(err, errHeld):
 			return nil, errHeld
 		case errors.Is(err, ErrInvalidDocument):
@@ -203,14 +263,14 @@ func (c *Client) attempt(ctx context.Context, key, owner, token string, expire t
 			// shape decodeLock accepts), so this cannot happen; should it,
 			// the lock is ours and must not be kept on a document we
 			// cannot read.
-			c.abandon(ctx, key, token)
+			abandon(ctx, key, token)
 			return nil, fmt.Errorf("mongolock: acquiring %q: %w", key, err)
 		case outcomeUnknown(err) && n < maxAttempts && ctx.Err() == nil:
 			unknown = true
 			continue
 		}
 		if unknown || outcomeUnknown(err) {
-			c.abandon(ctx, key, token)
+			abandon(ctx, key, token)
 		}
 		return nil, fmt.Errorf("mongolock: acquiring %q: %w", key, err)
 	}
@@ -240,7 +300,8 @@ func (c *Client) attempt(ctx context.Context, key, owner, token string, expire t
 //
 // An acquisition taken over while its fence is raised fails with
 // errExpiredOnArrival (its lock was given back).
-func (c *Client) settle(ctx context.Context, key, owner, token string, now serverTime, expire time.Duration, fence int64, before *lockDoc) (*acquisition, error) {
+func (c *Client) settle(ctx context.Context, key, owner, token string, now serverTime, cfg lockConfig, fence int64, before *lockDoc, own bool) (*acquisition, error) {
+	expire, multi := cfg.expire, cfg.multi()
 	slow := c.cfg.now().Sub(now.local) > c.cfg.maxClockError
 	var (
 		floor int64 // the fence must be at least this
@@ -250,7 +311,7 @@ func (c *Client) settle(ctx context.Context, key, owner, token string, now serve
 	switch {
 	case before == nil:
 		fresh = slow
-	case before.token == token:
+	case own, before.token == token:
 		floor, wait = before.Fence+1, true
 	case !before.hasFence:
 		wait = true
@@ -265,7 +326,7 @@ func (c *Client) settle(ctx context.Context, key, owner, token string, now serve
 			later, err = c.waitPast(ctx, later.latest().Add(c.cfg.maxClockError))
 		}
 		if err != nil {
-			c.abandon(ctx, key, token)
+			c.abandonAs(ctx, key, token, multi)
 			return nil, fmt.Errorf("mongolock: acquiring %q: %w", key, err)
 		}
 		floor = max(floor, c.fenceCandidate(later))
@@ -280,11 +341,15 @@ func (c *Client) settle(ctx context.Context, key, owner, token string, now serve
 				ok  bool
 				err error
 			)
+			if multi {
+				stored, ok, err = c.raiseEntryFence(ctx, key, token, floor, renew)
+				return ok, err
+			}
 			stored, ok, err = c.store.raiseFence(ctx, key, token, floor, renew)
 			return ok, err
 		})
 		if err != nil || !ok {
-			c.abandon(ctx, key, token)
+			c.abandonAs(ctx, key, token, multi)
 			if err == nil {
 				err = fmt.Errorf("%w: it was taken over before its fence was raised", errExpiredOnArrival)
 			}
@@ -296,6 +361,7 @@ func (c *Client) settle(ctx context.Context, key, owner, token string, now serve
 	return &acquisition{
 		key: key, owner: owner, token: token, fence: fence, expire: expire,
 		created: now.at, sent: raisedAt.local, deadline: localDeadline(raisedAt, expire),
+		multi: multi,
 	}, nil
 }
 
@@ -362,6 +428,18 @@ func (c *Client) noteFence(f int64) {
 func (c *Client) abandon(ctx context.Context, key, token string) {
 	c.giveBack(ctx, func(ctx context.Context) (bool, error) {
 		return c.store.release(ctx, key, holder{token: token})
+	})
+}
+
+// abandonAs is abandon for an acquisition that is an entry of holders
+// (multi) or the whole lock.
+func (c *Client) abandonAs(ctx context.Context, key, token string, multi bool) {
+	if !multi {
+		c.abandon(ctx, key, token)
+		return
+	}
+	c.giveBack(ctx, func(ctx context.Context) (bool, error) {
+		return c.store.releaseEntry(ctx, key, token)
 	})
 }
 
@@ -432,14 +510,32 @@ func (c *Client) retry(ctx context.Context, op func(context.Context) (bool, erro
 	}
 }
 
-// lockedError describes who holds key, for a *LockedError.
-func (c *Client) lockedError(ctx context.Context, key string) error {
+// lockedError describes who holds key, for a *LockedError: from the
+// document the acquisition read already (err a *heldError), or read now.
+// An exclusive acquisition that finds a semaphore's holders gets a
+// *LimitError.
+func (c *Client) lockedError(ctx context.Context, key string, err error) error {
+	var he *heldError
+	if errors.As(err, &he) && he.doc != nil {
+		return newLockedError(key, he.doc, nil)
+	}
 	d, err := c.store.find(ctx, key)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return newLockedError(key, nil, nil)
 	case err != nil:
 		return fmt.Errorf("mongolock: reading lock %q: %w", key, err)
+	}
+	if d.kind != "" {
+		now, err := c.clock.Now(ctx)
+		if err != nil {
+			return newLockedError(key, nil, nil)
+		}
+		named := holderOf(d, now, false)
+		if d.kind == markSemaphore && named.Owner != "" {
+			return fmt.Errorf("mongolock: acquiring %q: %w", key, &LimitError{Key: key, Held: int(d.limit), Asked: 1, Owner: named.Owner})
+		}
+		d = named
 	}
 	return newLockedError(key, d, nil)
 }

@@ -244,12 +244,13 @@ func (c *Client) register(ctx context.Context, acq *acquisition, keep func()) er
 		return nil
 	}
 	c.mu.Unlock()
-	c.abandon(ctx, acq.key, acq.token)
+	c.abandonAs(ctx, acq.key, acq.token, acq.multi)
 	return fmt.Errorf("mongolock: acquiring %q: %w (the lock was given back)", acq.key, ErrClosed)
 }
 
 // releaseAll releases every live lease: those without MinHold in one
-// round trip, the others one by one (they need their own expiry).
+// round trip, the others one by one (they need their own expiry, or are
+// entries of a semaphore's or shared lock's holders).
 func (c *Client) releaseAll(ctx context.Context) error {
 	c.mu.Lock()
 	leases := make([]*Lease, 0, len(c.leases))
@@ -263,7 +264,7 @@ func (c *Client) releaseAll(ctx context.Context) error {
 		errs         []error
 	)
 	for _, l := range leases {
-		if l.minHold > 0 {
+		if l.minHold > 0 || l.multi {
 			if err := l.release(ctx); err != nil && !errors.Is(err, ErrNotHeld) {
 				errs = append(errs, err)
 			}

@@ -37,7 +37,43 @@ var (
 
 	// ErrClosed means the Client was closed.
 	ErrClosed = errors.New("mongolock: client is closed")
+
+	// ErrLimitMismatch means an acquisition asked for another kind of lock
+	// than the holders of a semaphore have (another Limit, Shared, or an
+	// exclusive lock), or a semaphore of a shared lock's readers. The error
+	// returned is a *LimitError naming both. (An exclusive holder records no
+	// limit: a semaphore waits for it, as a reader does.)
+	ErrLimitMismatch = errors.New("mongolock: holders of the lock asked for another limit")
 )
+
+// LimitError reports an acquisition that asked for another limit than the
+// lock's holders: all holders of a key must agree on it. A limit of 1 is
+// the exclusive lock (or a writer), 0 a shared (reader) lock, n > 1 a
+// semaphore of n. It matches ErrLimitMismatch.
+type LimitError struct {
+	Key   string // the lock's key
+	Held  int    // the holders' limit
+	Asked int    // the limit this acquisition asked for
+	Owner string // one of the holders
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("mongolock: lock %q is held as %s (by %q and maybe others); this acquisition asked for %s",
+		e.Key, limitName(e.Held), e.Owner, limitName(e.Asked))
+}
+
+// Is reports whether target is ErrLimitMismatch.
+func (e *LimitError) Is(target error) bool { return target == ErrLimitMismatch }
+
+func limitName(n int) string {
+	switch n {
+	case 0:
+		return "a shared (reader) lock"
+	case 1:
+		return "an exclusive lock (limit 1)"
+	}
+	return fmt.Sprintf("a semaphore of %d (limit %d)", n, n)
+}
 
 // LockedError reports a lock held by someone else. It matches ErrLocked,
 // and, when the wait for the lock ended because its context did, that

@@ -240,8 +240,9 @@ func (k *keeper) renewGroup(ctx context.Context, d time.Duration, group []*Lease
 	}
 	keys := make([]string, len(group))
 	tokens := make([]string, len(group))
+	multi := make([]bool, len(group))
 	for i, l := range group {
-		keys[i], tokens[i] = l.key, l.token
+		keys[i], tokens[i], multi[i] = l.key, l.token, l.multi
 	}
 	rctx, cancel := context.WithTimeout(ctx, max(latest, time.Millisecond))
 	defer cancel()
@@ -258,7 +259,7 @@ func (k *keeper) renewGroup(ctx context.Context, d time.Duration, group []*Lease
 		retryLater()
 		return
 	}
-	expire, n, err := c.store.renewMany(rctx, keys, tokens, now, d)
+	expire, n, err := c.store.renewMany(rctx, keys, tokens, multi, now, d)
 	if err != nil {
 		// Also when the outcome is unknown: resending is harmless, as a
 		// renewal never moves an expiry back.
@@ -279,6 +280,10 @@ func (k *keeper) renewGroup(ctx context.Context, d time.Duration, group []*Lease
 	}
 	for _, l := range group {
 		doc := docs[l.key]
+		if l.multi {
+			k.entryFate(l, doc, now, d, expire)
+			continue
+		}
 		switch {
 		case doc == nil:
 			l.lose(fmt.Errorf("%w: the document of %q was deleted", ErrLost, l.key))
@@ -292,6 +297,25 @@ func (k *keeper) renewGroup(ctx context.Context, d time.Duration, group []*Lease
 		default:
 			l.lose(fmt.Errorf("%w: %q expired before it could be renewed", ErrLost, l.key))
 		}
+	}
+}
+
+// entryFate is renewGroup's verdict on a lease that is an entry of
+// holders, from its document after a renewal that did not match them all.
+func (k *keeper) entryFate(l *Lease, doc *lockDoc, now serverTime, d time.Duration, expire time.Time) {
+	var e *holderEntry
+	if doc != nil {
+		e = doc.holders[l.token]
+	}
+	switch {
+	case doc == nil:
+		l.lose(fmt.Errorf("%w: the document of %q was deleted", ErrLost, l.key))
+	case e == nil:
+		l.lose(fmt.Errorf("%w: %q was released elsewhere, or expired and was removed", ErrLost, l.key))
+	case e.Expire.IsZero() || !e.Expire.Before(expire):
+		l.renewed(now, d, 0)
+	default:
+		l.lose(fmt.Errorf("%w: %q expired before it could be renewed", ErrLost, l.key))
 	}
 }
 

@@ -20,6 +20,7 @@ type Lease struct {
 	created   time.Time     // server time written as created (for MinHold)
 	minHold   time.Duration // MinHold
 	keepAlive bool
+	multi     bool // an entry of holders (Limit, Shared), not the whole lock
 
 	lost chan struct{} // closed by lose
 
@@ -71,6 +72,9 @@ func (c *Client) acquireOpts(ctx context.Context, key string, opts []LockOption,
 	if mode == waitNever && cfg.timeoutSet {
 		return nil, argError("Timeout", "is for Acquire; TryAcquire makes one attempt")
 	}
+	if cfg.value != nil {
+		return nil, argError("value", "is for Election.Campaign")
+	}
 	if !cfg.expireSet && !cfg.never {
 		cfg.expire = DefaultLeaseExpire
 	}
@@ -89,7 +93,7 @@ func (c *Client) acquireLease(ctx context.Context, key, owner string, cfg lockCo
 	cfg.managed = true
 	acq, err := c.acquire(ctx, key, owner, cfg, mode)
 	if errors.Is(err, errHeld) {
-		return nil, c.lockedError(ctx, key)
+		return nil, c.lockedError(ctx, key, err)
 	}
 	if err != nil {
 		return nil, err
@@ -98,6 +102,7 @@ func (c *Client) acquireLease(ctx context.Context, key, owner string, cfg lockCo
 		c: c, key: acq.key, owner: acq.owner, token: acq.token, fence: acq.fence,
 		created: acq.created, minHold: cfg.minHold,
 		keepAlive: cfg.keepAlive == nil || *cfg.keepAlive,
+		multi:     acq.multi,
 		lost:      make(chan struct{}),
 		period:    acq.expire,
 		deadline:  acq.deadline,
@@ -325,7 +330,7 @@ func (l *Lease) Renew(ctx context.Context, d time.Duration) error {
 		if now, err = l.c.clock.Now(ctx); err != nil {
 			return false, err
 		}
-		_, ok, err := l.c.store.renewLease(ctx, l.key, l.token, now, d)
+		_, ok, err := l.c.renewAs(ctx, l.key, l.token, l.multi, now, d)
 		return ok, err
 	})
 	if err != nil {
@@ -364,7 +369,18 @@ func (l *Lease) release(ctx context.Context) error {
 	if !l.beginRelease() {
 		return fmt.Errorf("mongolock: releasing %q: %w (already released)", l.key, ErrNotHeld)
 	}
-	ok, unknown, err := l.c.releaseToken(ctx, l.key, l.token, l.created, l.minHold)
+	var (
+		ok, unknown bool
+		err         error
+	)
+	if l.multi {
+		l.mu.Lock()
+		surelyHeld := l.err == nil && (l.deadline.IsZero() || l.c.cfg.now().Before(l.deadline))
+		l.mu.Unlock()
+		ok, unknown, err = l.c.releaseEntry(ctx, l.key, l.token, surelyHeld)
+	} else {
+		ok, unknown, err = l.c.releaseToken(ctx, l.key, l.token, l.created, l.minHold)
+	}
 	if err != nil {
 		l.endRelease(unknown)
 		return fmt.Errorf("mongolock: releasing %q: %w", l.key, err)

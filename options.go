@@ -153,6 +153,25 @@ type lockConfig struct {
 	keepAlive  *bool
 	minHold    time.Duration
 	managed    bool // a Lease (Acquire, TryAcquire, Do): never handed out past its deadline
+	limit      int  // Limit; 0: not given (exclusive)
+	limitGiven bool
+	shared     bool    // Shared
+	fair       bool    // Fair
+	value      *string // an election's value (Campaign)
+}
+
+// multi reports whether the acquisition holds an entry of holders (a
+// semaphore of more than one, or a reader) rather than the whole lock.
+func (c *lockConfig) limitSet() bool { return c.limitGiven }
+
+func (c *lockConfig) multi() bool { return c.limit > 1 || c.shared }
+
+// mark is the marker of the document kind the acquisition needs.
+func (c *lockConfig) mark() string {
+	if c.shared {
+		return markShared
+	}
+	return markSemaphore
 }
 
 // Expire makes the lock expire d after it is taken (judged on the database
@@ -207,6 +226,38 @@ func MinHold(d time.Duration) LockOption {
 	return func(c *lockConfig) { c.minHold = d }
 }
 
+// Limit makes the lock a semaphore: up to n holders may hold key at once,
+// each with a Lease of its own (token, fence, expiry, keep-alive). A holder
+// that expired stops counting at once (judged on the server's clock). Every
+// acquisition of key must ask for the same n: one that asks for another
+// while holders exist fails with a *LimitError naming both. Limit(1) is the
+// exclusive lock. n must be between 1 and 1000. For Acquire, TryAcquire and
+// Do; it cannot be combined with Shared, Fair or MinHold.
+func Limit(n int) LockOption {
+	return func(c *lockConfig) { c.limit, c.limitGiven = n, true }
+}
+
+// Shared takes a shared (reader) lease: readers share key with each other
+// and exclude writers (acquisitions without Shared). A writer that waits is
+// not starved by a stream of readers: readers that come after it wait until
+// it has held the lock. Fences rise across readers and writers. For
+// Acquire, TryAcquire and Do; it cannot be combined with Limit, Fair or
+// MinHold.
+func Shared() LockOption {
+	return func(c *lockConfig) { c.shared = true }
+}
+
+// Fair makes a waiting acquisition of an exclusive lock queue for it: the
+// waiters that use Fair get the lock in the order they arrived. Each waiter
+// keeps its place with a heartbeat, so one that dies is dropped from the
+// queue within a few seconds (the larger of 2s and 20 retry intervals). An
+// acquisition without Fair (or the Python package) does not look at the
+// queue. For Acquire, TryAcquire and Do; it cannot be combined with Limit
+// or Shared.
+func Fair() LockOption {
+	return func(c *lockConfig) { c.fair = true }
+}
+
 func buildLockConfig(opts []LockOption) (lockConfig, error) {
 	var c lockConfig
 	for _, o := range opts {
@@ -232,6 +283,18 @@ func buildLockConfig(opts []LockOption) (lockConfig, error) {
 		if err := validOwner(c.owner); err != nil {
 			return c, err
 		}
+	}
+	switch {
+	case c.limit < 0 || c.limit > maxEntries:
+		return c, argError("Limit", "must be between 1 and %d, got %d", maxEntries, c.limit)
+	case c.limit == 0 && c.limitSet():
+		return c, argError("Limit", "must be between 1 and %d, got 0", maxEntries)
+	case c.shared && c.limit > 1:
+		return c, argError("Shared", "cannot be combined with Limit(%d): readers are not counted", c.limit)
+	case c.fair && c.multi():
+		return c, argError("Fair", "is for exclusive locks; it cannot be combined with Limit or Shared")
+	case c.minHold > 0 && c.multi():
+		return c, argError("MinHold", "is for exclusive locks; it cannot be combined with Limit or Shared")
 	}
 	return c, nil
 }

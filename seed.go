@@ -29,6 +29,8 @@ func (c *Client) Lock(ctx context.Context, key, owner string, opts ...LockOption
 		return false, argError("Owner", "is for Acquire and TryAcquire; Lock takes the owner as an argument")
 	case cfg.keepAlive != nil:
 		return false, argError("KeepAlive", "is for leases; Lock's acquisitions are never kept alive (use Touch, or Acquire or Do)")
+	case cfg.multi() || cfg.fair:
+		return false, argError("Limit, Shared and Fair", "are for Acquire, TryAcquire and Do; Lock takes an exclusive lock")
 	}
 	if err := c.beginOp(); err != nil {
 		return false, err

@@ -211,11 +211,18 @@ func (s *store) releaseHeld(ctx context.Context, key, token string, until time.T
 // expire at least d after now: $max, so that a renewal the server applies
 // after a later one never moves the expiry back (see renewLease). It
 // returns the expiry it wrote and how many documents matched.
-func (s *store) renewMany(ctx context.Context, keys, tokens []string, now serverTime, d time.Duration) (time.Time, int64, error) {
+//
+// A lease that is an entry of holders (multi[i]) is renewed by its entry
+// (renewEntryModel) in the same bulk write.
+func (s *store) renewMany(ctx context.Context, keys, tokens []string, multi []bool, now serverTime, d time.Duration) (time.Time, int64, error) {
 	expire := storedTime(now.at.Add(d))
 	update := bson.D{{Key: "$max", Value: bson.D{{Key: fieldExpire, Value: expire}}}}
 	models := make([]mongo.WriteModel, len(keys))
 	for i := range keys {
+		if multi[i] {
+			models[i] = renewEntryModel(keys[i], tokens[i], now, expire)
+			continue
+		}
 		models[i] = mongo.NewUpdateOneModel().SetFilter(guarded(keys[i],
 			bson.D{{Key: fieldToken, Value: tokens[i]}},
 			bson.D{{Key: fieldLocked, Value: true}},
@@ -250,7 +257,7 @@ func (s *store) findMany(ctx context.Context, keys []string) (map[string]*lockDo
 	out := make(map[string]*lockDoc, len(keys))
 	for cur.Next(ctx) {
 		key, _ := cur.Current.Lookup(fieldKey).StringValueOK()
-		if d, err := decodeLock(key, cur.Current); err == nil {
+		if d, err := decodeDoc(key, cur.Current); err == nil {
 			out[key] = d
 		}
 	}
@@ -280,6 +287,8 @@ func (s *store) purge(ctx context.Context, cutoff, stampCutoff time.Time) (int64
 		return nullOr(field, bson.D{{Key: "$lt", Value: stampCutoff}})
 	}
 	conds := append(bson.A{
+		// Recipes' documents too: their expiry is at least every holder's.
+		bson.D{{Key: "$and", Value: recipeGuard}},
 		bson.D{{Key: "$or", Value: bson.A{
 			bson.D{{Key: fieldLocked, Value: false}},
 			bson.D{{Key: fieldExpire, Value: bson.D{{Key: "$lt", Value: cutoff}}}},
@@ -348,7 +357,7 @@ func (s *store) find(ctx context.Context, key string) (*lockDoc, error) {
 	if err != nil {
 		return nil, ctxFail(ctx, err)
 	}
-	return decodeLock(key, raw)
+	return decodeDoc(key, raw)
 }
 
 // serverLocalTime runs hello and returns the server's localTime.
@@ -441,7 +450,7 @@ func (s *store) list(ctx context.Context, pattern string) ([]*lockDoc, error) {
 	var out []*lockDoc
 	for cur.Next(ctx) {
 		key, _ := cur.Current.Lookup(fieldKey).StringValueOK()
-		d, err := decodeLock(key, cur.Current)
+		d, err := decodeDoc(key, cur.Current)
 		if err != nil {
 			return nil, err
 		}
@@ -455,7 +464,11 @@ func (s *store) list(ctx context.Context, pattern string) ([]*lockDoc, error) {
 // the document as it was before. The token is replaced, so the former
 // holder can no longer renew or release.
 func (s *store) forceRelease(ctx context.Context, key string) (*lockDoc, error) {
-	raw, err := s.coll.FindOneAndUpdate(ctx, guarded(key), releasedShape(bson.E{Key: fieldToken, Value: nil}),
+	update := append(releasedShape(bson.E{Key: fieldToken, Value: nil}),
+		// A semaphore's or a shared lock's holders go with it, and a
+		// waiting writer's intent; fair waiters stay queued.
+		bson.E{Key: "$unset", Value: bson.D{{Key: fieldHolders, Value: ""}, {Key: fieldCount, Value: ""}, {Key: fieldWriter, Value: ""}}})
+	raw, err := s.coll.FindOneAndUpdate(ctx, recipeGuarded(key), update,
 		options.FindOneAndUpdate().SetReturnDocument(options.Before)).Raw()
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		// Absent, or of the wrong shape: find tells which.
@@ -468,7 +481,7 @@ func (s *store) forceRelease(ctx context.Context, key string) (*lockDoc, error) 
 	if err != nil {
 		return nil, ctxFail(ctx, err)
 	}
-	return decodeLock(key, raw)
+	return decodeDoc(key, raw)
 }
 
 // ctxFail returns err, the driver's error for an operation run with ctx, in
@@ -501,3 +514,388 @@ func ctxFail(ctx context.Context, err error) error {
 
 // maxDeadlineWaitOut bounds the wait in ctxFail.
 const maxDeadlineWaitOut = time.Second
+
+// The recipes' queries (docs/DESIGN.md, "Beyond the mutex"). Holders of a
+// semaphore or a shared lock are entries of holders, keyed by token;
+// count counts them. Every entry is added and removed together with count
+// in one update, so count is always the number of entries, and a filter on
+// count bounds them without reading them (FerretDB has no $expr).
+
+// recipeGuard matches only documents whose recipe fields have the types
+// decodeRecipe accepts (holders and queue documents or missing; count and
+// limit integers or null; writer and value documents or null; order an
+// array or missing), so a recipe's write never changes a document of the
+// wrong shape. (holders and queue may not be null: $set of holders.<token>
+// needs a document there, or nothing.)
+var recipeGuard = bson.A{
+	missingOr(fieldHolders, bson.D{{Key: "$type", Value: "object"}}),
+	missingOr(fieldQueue, bson.D{{Key: "$type", Value: "object"}}),
+	missingOr(fieldOrder, bson.D{{Key: "$type", Value: "array"}}),
+	nullOr(fieldCount, bson.D{{Key: "$type", Value: bson.A{"int", "long"}}}),
+	nullOr(fieldLimit, bson.D{{Key: "$type", Value: bson.A{"int", "long"}}}),
+	nullOr(fieldWriter, bson.D{{Key: "$type", Value: "object"}}),
+	nullOr(fieldValue, bson.D{{Key: "$type", Value: "object"}}),
+}
+
+// missingOr matches documents whose field is missing or matches cond.
+func missingOr(field string, cond bson.D) bson.D {
+	return bson.D{{Key: "$or", Value: bson.A{
+		bson.D{{Key: field, Value: bson.D{{Key: "$exists", Value: false}}}},
+		bson.D{{Key: field, Value: cond}},
+	}}}
+}
+
+// recipeGuarded is guarded with recipeGuard as well.
+func recipeGuarded(key string, conds ...bson.D) bson.D {
+	all := make([]bson.D, 0, len(recipeGuard)+len(conds))
+	for _, g := range recipeGuard {
+		all = append(all, g.(bson.D))
+	}
+	return guarded(key, append(all, conds...)...)
+}
+
+// surelyExpired matches a date field before the earliest the server's
+// clock can read at now (a missing or null field does not match).
+func surelyExpired(field string, now serverTime) bson.D {
+	return bson.D{{Key: field, Value: bson.D{{Key: "$lt", Value: now.earliest()}}}}
+}
+
+func holderPath(token string) string     { return fieldHolders + "." + token }
+func holderField(token, f string) string { return fieldHolders + "." + token + "." + f }
+func queuePath(token string) string      { return fieldQueue + "." + token }
+func exists(field string, yes bool) bson.D {
+	return bson.D{{Key: field, Value: bson.D{{Key: "$exists", Value: yes}}}}
+}
+
+// noLiveWriter matches a document without a writer's intent that may still
+// be alive: readers queue behind a waiting writer.
+func noLiveWriter(now serverTime) bson.D {
+	return bson.D{{Key: "$or", Value: bson.A{
+		bson.D{{Key: fieldWriter, Value: nil}},
+		surelyExpired(fieldWriter+"."+entryExpire, now),
+	}}}
+}
+
+// acquireEntry adds token's entry to holders if there is room: fewer than
+// limit entries (a semaphore; maxEntries for readers) and the document is
+// of the same kind (a semaphore of the same limit, or a shared lock that no
+// writer is waiting for), or free (released, or expired before the
+// earliest the server's clock can now read — the document's expiry is at
+// least every holder's, so then every holder has surely expired). An entry
+// of token already there (a resend whose first attempt was applied) is not
+// added again: the filter fails. It upserts, so a key without a document is
+// taken in one round trip, and a document that does not match makes the
+// upsert fail with a duplicate key: errHeld. The document-level fence is
+// raised to at least fence; the expiry to at least the entry's (far future
+// if it never expires), so the Python package and the exclusive lock see
+// the document held while any holder may be.
+//
+// It returns the document as it was before (nil when it was inserted).
+func (s *store) acquireEntry(ctx context.Context, key, owner, token string, now serverTime, expire time.Duration, fence int64, mark string, limit int) (*lockDoc, error) {
+	capacity, kind := maxEntries, bson.D{{Key: fieldToken, Value: mark}}
+	if mark == markSemaphore {
+		capacity = limit
+		kind = append(kind, bson.E{Key: fieldLimit, Value: limit})
+	}
+	conds := []bson.D{
+		exists(holderPath(token), false),
+		nullOr(fieldCount, bson.D{{Key: "$lt", Value: capacity}}),
+		{{Key: "$or", Value: bson.A{kind, bson.D{{Key: fieldLocked, Value: false}}, surelyExpired(fieldExpire, now)}}},
+	}
+	if mark == markShared {
+		conds = append(conds, noLiveWriter(now))
+	}
+	entryExp := expireValue(now.at, expire)
+	docExp := any(farFuture)
+	if entryExp != nil {
+		docExp = entryExp
+	}
+	set := bson.D{
+		{Key: holderPath(token), Value: bson.D{
+			{Key: entryOwner, Value: owner},
+			{Key: entryCreated, Value: now.at},
+			{Key: entryExpire, Value: entryExp},
+			{Key: entryFence, Value: fence},
+		}},
+		{Key: fieldLocked, Value: true},
+		{Key: fieldOwner, Value: mark},
+		{Key: fieldCreated, Value: now.at},
+		{Key: fieldToken, Value: mark},
+	}
+	if mark == markSemaphore {
+		set = append(set, bson.E{Key: fieldLimit, Value: limit})
+	}
+	update := bson.D{
+		{Key: "$set", Value: set},
+		{Key: "$inc", Value: bson.D{{Key: fieldCount, Value: 1}}},
+		{Key: "$max", Value: bson.D{{Key: fieldExpire, Value: docExp}, {Key: fieldFence, Value: fence}}},
+		stampAcquired,
+	}
+	opts := options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.Before)
+	raw, err := s.coll.FindOneAndUpdate(ctx, recipeGuarded(key, conds...), update, opts).Raw()
+	switch {
+	case err == nil:
+		return decodeLock(key, raw)
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return nil, nil // inserted
+	case mongo.IsDuplicateKeyError(err):
+		return nil, errHeld
+	}
+	return nil, ctxFail(ctx, err)
+}
+
+// removeEntries removes, in one round trip (an ordered bulk write of two
+// updates per entry), the entries of tokens that match cond(token), each
+// with count: the one that leaves holders empty also writes the released
+// shape (as the exclusive lock's release), so that the Python package and
+// the exclusive lock see the lock free at once. Exactly one of an entry's
+// two updates can match. It returns how many entries it removed.
+func (s *store) removeEntries(ctx context.Context, key string, tokens []string, cond func(token string) bson.D) (int64, error) {
+	models := make([]mongo.WriteModel, 0, 2*len(tokens))
+	for _, t := range tokens {
+		last := releasedShape()
+		last = append(last, bson.E{Key: "$unset", Value: bson.D{{Key: holderPath(t), Value: ""}}})
+		last[0].Value = append(last[0].Value.(bson.D), bson.E{Key: fieldCount, Value: 0})
+		models = append(models,
+			mongo.NewUpdateOneModel().SetFilter(recipeGuarded(key, cond(t), bson.D{{Key: fieldCount, Value: 1}})).SetUpdate(last),
+			mongo.NewUpdateOneModel().SetFilter(recipeGuarded(key, cond(t), bson.D{{Key: fieldCount, Value: bson.D{{Key: "$gt", Value: 1}}}})).SetUpdate(bson.D{
+				{Key: "$unset", Value: bson.D{{Key: holderPath(t), Value: ""}}},
+				{Key: "$inc", Value: bson.D{{Key: fieldCount, Value: -1}}},
+				{Key: "$currentDate", Value: bson.D{{Key: fieldReleased, Value: true}}},
+			}))
+	}
+	res, err := s.coll.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(true))
+	if err != nil {
+		return 0, ctxFail(ctx, err)
+	}
+	return res.ModifiedCount, nil
+}
+
+// releaseEntry removes token's entry (a release). It reports whether it
+// did; if not, the entry is gone (released already, removed as expired,
+// force-released) — or, on MongoDB, another release changed count between
+// the two updates: the caller reads the document to tell.
+func (s *store) releaseEntry(ctx context.Context, key, token string) (bool, error) {
+	n, err := s.removeEntries(ctx, key, []string{token}, func(t string) bson.D { return exists(holderPath(t), true) })
+	return n == 1, err
+}
+
+// removeExpired removes the entries of tokens that have surely expired at
+// now (and only those, however their holders renewed them meanwhile).
+func (s *store) removeExpired(ctx context.Context, key string, tokens []string, now serverTime) error {
+	_, err := s.removeEntries(ctx, key, tokens, func(t string) bson.D { return surelyExpired(holderField(t, entryExpire), now) })
+	return err
+}
+
+// entryLive matches token's entry when it never expires or surely has not
+// expired at now.
+func entryLive(token string, now serverTime) bson.D {
+	return bson.D{{Key: "$and", Value: bson.A{
+		exists(holderPath(token), true),
+		bson.D{{Key: "$or", Value: bson.A{
+			bson.D{{Key: holderField(token, entryExpire), Value: nil}},
+			bson.D{{Key: holderField(token, entryExpire), Value: bson.D{{Key: "$gt", Value: now.latest()}}}},
+		}}},
+	}}}
+}
+
+// renewEntryModel renews token's entry, surely not expired at now, to
+// expire at least at expire ($max, as renewLease), and the document's
+// expiry with it.
+func renewEntryModel(key, token string, now serverTime, expire time.Time) *mongo.UpdateOneModel {
+	return mongo.NewUpdateOneModel().SetFilter(recipeGuarded(key, entryLive(token, now))).SetUpdate(bson.D{
+		{Key: "$max", Value: bson.D{{Key: holderField(token, entryExpire), Value: expire}, {Key: fieldExpire, Value: expire}}},
+	})
+}
+
+// renewEntry is renewLease for a holder entry.
+func (s *store) renewEntry(ctx context.Context, key, token string, now serverTime, d time.Duration) (time.Time, bool, error) {
+	expire := storedTime(now.at.Add(d))
+	m := renewEntryModel(key, token, now, expire)
+	res, err := s.coll.UpdateOne(ctx, m.Filter, m.Update)
+	if err != nil {
+		return expire, false, ctxFail(ctx, err)
+	}
+	return expire, res.MatchedCount == 1, nil
+}
+
+// raiseEntryFence raises the document's fence and token's entry's to at
+// least fence (and, unless renew is zero, their expiries to at least renew)
+// and returns the document's fence as it was before: if that was not below
+// fence, another holder took a higher fence meanwhile and the caller raises
+// again above it. ok is false if the entry is gone.
+func (s *store) raiseEntryFence(ctx context.Context, key, token string, fence int64, renew time.Time) (before int64, ok bool, err error) {
+	raise := bson.D{{Key: fieldFence, Value: fence}, {Key: holderField(token, entryFence), Value: fence}}
+	if !renew.IsZero() {
+		raise = append(raise, bson.E{Key: holderField(token, entryExpire), Value: renew}, bson.E{Key: fieldExpire, Value: renew})
+	}
+	raw, err := s.coll.FindOneAndUpdate(ctx,
+		recipeGuarded(key, exists(holderPath(token), true)),
+		bson.D{{Key: "$max", Value: raise}, stampAcquired},
+		options.FindOneAndUpdate().SetReturnDocument(options.Before)).Raw()
+	switch {
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, ctxFail(ctx, err)
+	}
+	d, err := decodeLock(key, raw)
+	if err != nil {
+		return 0, false, err
+	}
+	return d.Fence, true, nil
+}
+
+// markWriter records (or refreshes) a writer's intent on a shared lock:
+// readers that come after it wait (acquireEntry's noLiveWriter) until it
+// has held the lock, or its heartbeat ran out. Another writer's live
+// intent is left alone. It reports whether the intent is this writer's.
+func (s *store) markWriter(ctx context.Context, key, owner, token string, now serverTime, ttl time.Duration) (bool, error) {
+	res, err := s.coll.UpdateOne(ctx,
+		recipeGuarded(key, bson.D{{Key: fieldToken, Value: markShared}}, bson.D{{Key: "$or", Value: bson.A{
+			bson.D{{Key: fieldWriter, Value: nil}},
+			surelyExpired(fieldWriter+"."+entryExpire, now),
+			bson.D{{Key: fieldWriter + "." + entryToken, Value: token}},
+		}}}),
+		bson.D{{Key: "$set", Value: bson.D{{Key: fieldWriter, Value: bson.D{
+			{Key: entryToken, Value: token},
+			{Key: entryOwner, Value: owner},
+			{Key: entryExpire, Value: storedTime(now.at.Add(ttl))},
+		}}}}})
+	if err != nil {
+		return false, ctxFail(ctx, err)
+	}
+	return res.MatchedCount == 1, nil
+}
+
+// clearWriter removes token's writer intent, if it is there.
+func (s *store) clearWriter(ctx context.Context, key, token string) error {
+	_, err := s.coll.UpdateOne(ctx,
+		recipeGuarded(key, bson.D{{Key: fieldWriter + "." + entryToken, Value: token}}),
+		bson.D{{Key: "$unset", Value: bson.D{{Key: fieldWriter, Value: ""}}}})
+	return ctxFail(ctx, err)
+}
+
+// acquireFair is acquire (the exclusive lock's query) for a fair waiter:
+// the lock must also have no waiter queued ahead — the queue is empty or
+// token is at its head — unless it is token's already (a resend). Taking
+// it leaves the queue. A resend is harmless: leaving the queue again
+// changes nothing.
+func (s *store) acquireFair(ctx context.Context, key, owner, token string, now serverTime, expire time.Duration, fence int64) (*lockDoc, error) {
+	filter := recipeGuarded(key,
+		bson.D{{Key: "$or", Value: bson.A{
+			bson.D{{Key: fieldLocked, Value: false}},
+			surelyExpired(fieldExpire, now),
+			bson.D{{Key: fieldToken, Value: token}},
+		}}},
+		bson.D{{Key: "$or", Value: bson.A{
+			exists(fieldOrder+".0", false),
+			bson.D{{Key: fieldOrder + ".0", Value: token}},
+			bson.D{{Key: fieldToken, Value: token}},
+		}}})
+	update := bson.D{
+		{Key: "$set", Value: bson.D{
+			{Key: fieldLocked, Value: true},
+			{Key: fieldOwner, Value: owner},
+			{Key: fieldCreated, Value: now.at},
+			{Key: fieldExpire, Value: expireValue(now.at, expire)},
+			{Key: fieldToken, Value: token},
+		}},
+		{Key: "$max", Value: bson.D{{Key: fieldFence, Value: fence}}},
+		{Key: "$pull", Value: bson.D{{Key: fieldOrder, Value: token}}},
+		{Key: "$unset", Value: bson.D{{Key: queuePath(token), Value: ""}}},
+		stampAcquired,
+	}
+	opts := options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.Before)
+	raw, err := s.coll.FindOneAndUpdate(ctx, filter, update, opts).Raw()
+	switch {
+	case err == nil:
+		return decodeLock(key, raw)
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return nil, nil
+	case mongo.IsDuplicateKeyError(err):
+		return nil, errHeld
+	}
+	return nil, ctxFail(ctx, err)
+}
+
+// enqueue puts token at the back of key's fair queue unless it is there
+// already, and (re)writes its heartbeat: it stays queued until expire
+// unless refreshed. It returns the document afterwards, or nil if there is
+// none, or the queue is full (maxEntries waiters).
+func (s *store) enqueue(ctx context.Context, key, owner, token string, expire time.Time) (*lockDoc, error) {
+	raw, err := s.coll.FindOneAndUpdate(ctx,
+		recipeGuarded(key, bson.D{{Key: "$or", Value: bson.A{
+			bson.D{{Key: fieldOrder, Value: token}},
+			exists(fmt.Sprintf("%s.%d", fieldOrder, maxEntries-1), false),
+		}}}),
+		bson.D{
+			{Key: "$addToSet", Value: bson.D{{Key: fieldOrder, Value: token}}},
+			{Key: "$set", Value: bson.D{{Key: queuePath(token), Value: bson.D{
+				{Key: entryOwner, Value: owner}, {Key: entryExpire, Value: expire},
+			}}}},
+		},
+		options.FindOneAndUpdate().SetReturnDocument(options.After)).Raw()
+	switch {
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return nil, nil
+	case err != nil:
+		return nil, ctxFail(ctx, err)
+	}
+	return decodeDoc(key, raw)
+}
+
+// dequeue removes waiters from key's fair queue: token, or (when
+// onlyExpired) the waiters of tokens whose heartbeat surely ran out at now.
+func (s *store) dequeue(ctx context.Context, key string, tokens []string, now serverTime, onlyExpired bool) error {
+	models := make([]mongo.WriteModel, len(tokens))
+	for i, t := range tokens {
+		cond := bson.D{{Key: fieldOrder, Value: t}}
+		if onlyExpired {
+			cond = bson.D{{Key: "$or", Value: bson.A{
+				surelyExpired(queuePath(t)+"."+entryExpire, now),
+				exists(queuePath(t), false),
+			}}}
+		}
+		models[i] = mongo.NewUpdateOneModel().SetFilter(recipeGuarded(key, cond)).SetUpdate(bson.D{
+			{Key: "$pull", Value: bson.D{{Key: fieldOrder, Value: t}}},
+			{Key: "$unset", Value: bson.D{{Key: queuePath(t), Value: ""}}},
+		})
+	}
+	_, err := s.coll.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+	return ctxFail(ctx, err)
+}
+
+// acquireValue is acquire for an election's candidate: the exclusive
+// lock's query, which also stores the candidate's value with its token (a
+// reader shows the value only while that token holds the lock).
+func (s *store) acquireValue(ctx context.Context, key, owner, token string, now serverTime, expire time.Duration, fence int64, value string) (*lockDoc, error) {
+	filter := recipeGuarded(key, bson.D{{Key: "$or", Value: bson.A{
+		bson.D{{Key: fieldLocked, Value: false}},
+		surelyExpired(fieldExpire, now),
+		bson.D{{Key: fieldToken, Value: token}},
+	}}})
+	update := bson.D{
+		{Key: "$set", Value: bson.D{
+			{Key: fieldLocked, Value: true},
+			{Key: fieldOwner, Value: owner},
+			{Key: fieldCreated, Value: now.at},
+			{Key: fieldExpire, Value: expireValue(now.at, expire)},
+			{Key: fieldToken, Value: token},
+			{Key: fieldValue, Value: bson.D{{Key: entryToken, Value: token}, {Key: entryValue, Value: value}}},
+		}},
+		{Key: "$max", Value: bson.D{{Key: fieldFence, Value: fence}}},
+		stampAcquired,
+	}
+	opts := options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.Before)
+	raw, err := s.coll.FindOneAndUpdate(ctx, filter, update, opts).Raw()
+	switch {
+	case err == nil:
+		return decodeLock(key, raw)
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return nil, nil
+	case mongo.IsDuplicateKeyError(err):
+		return nil, errHeld
+	}
+	return nil, ctxFail(ctx, err)
+}

@@ -38,7 +38,7 @@ var mutants = []mutant{
 	{"Purge ignores idleFor", "admin.go",
 		`cutoff := now.earliest().Add(-idleFor)`, `cutoff := now.earliest()`, "^TestPurgeRespectsIdleFor$", nil},
 	{"ForceRelease keeps the holder's token", "store.go",
-		`releasedShape(bson.E{Key: "token", Value: nil})`, `releasedShape()`, "^TestForceReleaseRetiresToken$", nil},
+		`releasedShape(bson.E{Key: fieldToken, Value: nil})`, `releasedShape()`, "^TestForceReleaseRetiresToken$", nil},
 	{"acquisitions judge expiry on the local clock, as the Python package does", "acquire.go",
 		`		fence := c.fenceCandidate(now)
 		before, err := c.store.acquire(`, `		now = serverTime{at: c.cfg.now(), local: now.local}
@@ -119,15 +119,37 @@ var mutants = []mutant{
 	{"no suspend watch", "keepalive.go",
 		`	if gap < suspendGap {`, `	if gap < suspendGap || true {`, "^TestSuspendWatchClosesLost$", nil},
 	{"Err trusts the timer", "lease.go",
-		`func (l *mongolock.Lease) Err() error {
-	l.loseIfPast()`, `func (l *mongolock.Lease) Err() error {`, "^TestSuspendedPastExpiry$", nil},
+		`func (l *Lease) Err() error {
+	l.loseIfPast()`, `func (l *Lease) Err() error {`, "^TestSuspendedPastExpiry$", nil},
 	// 15. Wrong shapes.
 	{"Purge without the shape guard", "store.go",
 		`	}, shapeGuard...)
 	res, err := s.coll.DeleteMany(`, `	})
 	res, err := s.coll.DeleteMany(`, "^TestWrongShapeDocumentsNeverChanged$", nil},
 	{"the shape guard checks expire and fence only", "store.go",
-		`	nullOr("owner", bson.D{{Key: "$type", Value: "string"}}),`, ``, "^TestWrongShapeDocumentsNeverChanged$", nil},
+		`	nullOr(fieldOwner, bson.D{{Key: "$type", Value: "string"}}),`, ``, "^TestWrongShapeDocumentsNeverChanged$", nil},
+
+	// 16. The recipes (semaphores, shared locks, fair queueing).
+	{"a semaphore admits n+1 holders", "store.go",
+		`nullOr(fieldCount, bson.D{{Key: "$lt", Value: capacity}}),`, `nullOr(fieldCount, bson.D{{Key: "$lte", Value: capacity}}),`, "^TestSemaphore$", nil},
+	{"a resent entry acquisition counts twice", "store.go",
+		`		exists(holderPath(token), false),
+		nullOr(`, `		nullOr(`, "^TestRecipesLostReplies$", nil},
+	{"the last holder's release leaves the lock locked", "store.go",
+		`		last := releasedShape()`, `		last := bson.D{{Key: "$set", Value: bson.D{}}}`, "^TestSemaphore$", nil},
+	{"readers do not queue behind a waiting writer", "store.go",
+		`		conds = append(conds, noLiveWriter(now))`, ``, "^TestSharedLock$", nil},
+	{"an entry's renewal without 'surely not expired'", "store.go",
+		`bson.D{{Key: holderField(token, entryExpire), Value: bson.D{{Key: "$gt", Value: now.latest()}}}},`,
+		`bson.D{{Key: holderField(token, entryExpire), Value: bson.D{{Key: "$exists", Value: true}}}},`, "^TestEntryRenewAfterExpiryQuery$", nil},
+	{"ForceRelease leaves a semaphore's holders", "store.go",
+		`bson.D{{Key: fieldHolders, Value: ""}, {Key: fieldCount, Value: ""}, {Key: fieldWriter, Value: ""}}`, `bson.D{{Key: fieldWriter, Value: ""}}`, "^TestRecipesKeepAlive$", nil},
+	{"holders that disagree on the limit wait instead", "recipes.go",
+		`		if held != asked && !(asked == 1 && held == 0) {`, `		if false {`, "^TestLimitMismatch$", nil},
+	{"a fair acquisition ignores the queue", "store.go",
+		`			bson.D{{Key: fieldOrder + ".0", Value: token}},`, `			bson.D{{Key: fieldOrder + ".0", Value: bson.D{{Key: "$exists", Value: true}}}},`, "^TestFairOrder$", nil},
+	{"a dead fair waiter blocks the queue", "recipes.go",
+		`			if q := doc.queue[t]; q == nil || q.Expire.Before(now.earliest()) {`, `			if q := doc.queue[t]; q == nil {`, "^TestFairOrder$", nil},
 }
 
 // TestMutantsAreCaught plants every mutant and requires its catchers to

@@ -185,6 +185,41 @@ func TestRoundTrips(t *testing.T) {
 		return l.Release(ctx)
 	})
 
+	// The recipes: one round trip in the common case too.
+	for _, r := range []struct {
+		name string
+		opts []mongolock.LockOption
+	}{
+		{"semaphore (Limit(3), another holder in)", []mongolock.LockOption{mongolock.Limit(3)}},
+		{"reader (Shared, another reader in)", []mongolock.LockOption{mongolock.Shared()}},
+		{"fair (Fair)", []mongolock.LockOption{mongolock.Fair()}},
+	} {
+		key := "r-" + r.name
+		opts := append([]mongolock.LockOption{mongolock.Expire(time.Minute), mongolock.KeepAlive(false)}, r.opts...)
+		if len(r.opts) > 0 && r.name != "fair (Fair)" {
+			if _, err := c.TryAcquire(ctx, key, opts...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var l *mongolock.Lease
+		check("TryAcquire, "+r.name, map[string]int{"findAndModify": 1}, func() error {
+			var err error
+			l, err = c.TryAcquire(ctx, key, opts...)
+			return err
+		})
+		check("Lease.Renew, "+r.name, map[string]int{"update": 1}, func() error { return l.Renew(ctx, time.Minute) })
+		check("Lease.Release, "+r.name, map[string]int{"update": 1}, func() error { return l.Release(ctx) })
+	}
+	e := c.Election("rt-election", mongolock.KeepAlive(false))
+	var leader *mongolock.Lease
+	check("Election.Campaign, uncontended", map[string]int{"findAndModify": 1}, func() error {
+		var err error
+		leader, err = e.Campaign(ctx, "v")
+		return err
+	})
+	check("Election.Leader", map[string]int{"find": 1}, func() error { _, err := e.Leader(ctx); return err })
+	check("resign (Lease.Release)", map[string]int{"update": 1}, func() error { return leader.Release(ctx) })
+
 	t.Run("KeepAlive", func(t *testing.T) { testKeepAliveRoundTrips(t, srv) })
 }
 

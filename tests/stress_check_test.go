@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,6 +56,7 @@ type hevent struct {
 // write is one write the resource accepted.
 type write struct {
 	key, token string
+	mode       string // "exclusive", "entry" (a semaphore holder) or "reader"
 	fence      int64
 	sent       int64 // unix ns when the holder checked it may act, just before sending
 }
@@ -93,46 +95,73 @@ func checkExclusion(history []hevent) []string {
 		case e.Op == "acquire" && e.OK && e.Until != 0:
 			add(e.Key, e.Token, e.Proc, fmt.Sprintf("%s acquisition (fence %d)", e.Kind, e.Fence), e.Return, e.Until)
 		case e.Op == "promise":
-			add(e.Key, e.Token, e.Proc, fmt.Sprintf("lease (fence %d) looked at %s", e.Fence, at(e.At)), e.At, e.Until)
+			kind := e.Kind
+			if kind == "" {
+				kind = "lease"
+			}
+			add(e.Key, e.Token, e.Proc, fmt.Sprintf("%s (fence %d) looked at %s", kind, e.Fence, at(e.At)), e.At, e.Until)
 		}
 	}
 	var problems []string
 	for key, spans := range byKey {
 		sort.Slice(spans, func(i, j int) bool { return spans[i].from < spans[j].from })
-		// Sweep: the span reaching furthest so far, of another token.
-		var reach []span
-		for _, s := range spans {
-			for _, r := range reach {
-				if r.token != s.token && r.to > s.from {
-					problems = append(problems, fmt.Sprintf(
-						"key %q: two holders at once: %s (%s) may act until %s, and %s (%s) from %s",
-						key, r.proc, r.what, at(r.to), s.proc, s.what, at(s.from)))
-					break
-				}
-			}
-			// Keep, per token, only the span that reaches furthest.
-			kept := reach[:0]
-			replaced := false
-			for _, r := range reach {
-				if r.to <= s.from {
-					continue // ended before anything later starts
-				}
-				if r.token == s.token {
-					if s.to > r.to {
-						r = s
+		// At each instant a holder starts to be entitled, who else is:
+		// an exclusive holder (a lease, a writer, a leader, an owner-named
+		// or Python-style holder) shares with nobody, at most stressLimit
+		// semaphore holders at once, readers with readers only.
+		reported := map[string]bool{}
+		for i, s := range spans {
+			active := map[string]span{s.token: s}
+			for _, r := range spans[:i+1] {
+				if r.from <= s.from && r.to > s.from {
+					if cur, ok := active[r.token]; !ok || r.to > cur.to {
+						active[r.token] = r
 					}
-					replaced = true
 				}
-				kept = append(kept, r)
 			}
-			if !replaced {
-				kept = append(kept, s)
+			if len(active) < 2 {
+				continue
 			}
-			reach = kept
+			kinds := map[string]int{}
+			var others []string
+			for _, r := range active {
+				kinds[spanKind(r.what)]++
+				if r.token != s.token {
+					others = append(others, fmt.Sprintf("%s (%s) until %s", r.proc, r.what, at(r.to)))
+				}
+			}
+			sort.Strings(others)
+			var why string
+			switch {
+			case kinds["exclusive"] > 0:
+				why = "two holders at once"
+			case kinds["entry"] > 0 && kinds["reader"] > 0:
+				why = "semaphore holders and readers at once"
+			case kinds["entry"] > stressLimit:
+				why = fmt.Sprintf("%d semaphore holders at once (limit %d)", kinds["entry"], stressLimit)
+			default:
+				continue
+			}
+			if msg := fmt.Sprintf("key %q: %s: %s (%s) from %s, while entitled: %s", key, why, s.proc, s.what, at(s.from), strings.Join(others, "; ")); !reported[s.token] {
+				reported[s.token] = true
+				problems = append(problems, msg)
+			}
 		}
 	}
 	sort.Strings(problems)
 	return problems
+}
+
+// spanKind is how an entitlement shares its key: "entry" (a semaphore
+// holder), "reader", or "exclusive" (everything else).
+func spanKind(what string) string {
+	switch {
+	case strings.HasPrefix(what, "entry "):
+		return "entry"
+	case strings.HasPrefix(what, "reader "):
+		return "reader"
+	}
+	return "exclusive"
 }
 
 // entitlementEnds returns, per token, the earliest moment its holder's
@@ -184,12 +213,32 @@ func checkWrites(history []hevent, accepted []write) []string {
 			acquired[e.Key] = append(acquired[e.Key], e)
 		}
 	}
+	kinds := map[string]string{}
+	for _, e := range history {
+		if e.Op == "acquire" && e.OK {
+			kinds[e.Token] = spanKind(e.Kind + " ")
+		}
+	}
 	for _, w := range accepted {
 		if end, ok := ends[w.token]; ok && end <= w.sent {
 			continue // it looked after its entitlement had ended; see checkExclusion
 		}
+		// A semaphore holder's write is stale once stressLimit holders with
+		// higher fences had returned; a reader's once a writer with a
+		// higher fence had; anyone else's once anyone with a higher fence
+		// had.
+		superseded := 0
 		for _, a := range acquired[w.key] {
-			if a.Fence > w.fence && a.Return < w.sent {
+			if a.Fence <= w.fence || a.Return >= w.sent {
+				continue
+			}
+			if w.mode == "reader" && kinds[a.Token] == "reader" {
+				continue
+			}
+			if superseded++; w.mode == "entry" && superseded < stressLimit {
+				continue
+			}
+			{
 				problems = append(problems, fmt.Sprintf(
 					"key %q: the resource accepted a write with fence %d (token %s) sent at %s, after an acquisition with fence %d (%s) had returned at %s: the writer's lease had been superseded",
 					w.key, w.fence, w.token, at(w.sent), a.Fence, a.Proc, at(a.Return)))
@@ -505,7 +554,24 @@ func historyOps(history []hevent) []porcupine.Operation {
 
 // checkLinearizable checks the acquisitions and releases with porcupine.
 func checkLinearizable(t *testing.T, history []hevent) []string {
-	ops := historyOps(history)
+	all := historyOps(history)
+	var ops, multi []porcupine.Operation
+	for _, op := range all {
+		if k := op.Input.(lockInput).key; k == semKey || k == rwKey {
+			multi = append(multi, op)
+		} else {
+			ops = append(ops, op)
+		}
+	}
+	var problems []string
+	switch res, _ := porcupine.CheckOperationsVerbose(multiModel, multi, linearizabilityBudget()); res {
+	case porcupine.Ok:
+		t.Logf("linearizable: %d operations on the semaphore and the readers–writer lock", len(multi))
+	case porcupine.Unknown:
+		t.Logf("linearizability of the recipes undecided within %v (%d operations)", linearizabilityBudget(), len(multi))
+	default:
+		problems = append(problems, fmt.Sprintf("the history of %d operations on the semaphore and the readers–writer lock is not linearizable", len(multi)))
+	}
 	result, info := porcupine.CheckOperationsVerbose(lockModel, ops, linearizabilityBudget())
 	switch result {
 	case porcupine.Ok:
@@ -519,16 +585,80 @@ func checkLinearizable(t *testing.T, history []hevent) []string {
 			}
 		}
 		t.Logf("linearizable: %d operations (%d refused releases, %d of them excused)", len(ops), refused, excused)
-		return nil
+		return problems
 	case porcupine.Unknown:
 		t.Logf("linearizability undecided: porcupine ran out of its %v budget on %d operations", linearizabilityBudget(), len(ops))
-		return nil
+		return problems
 	}
 	path := filepath.Join(os.TempDir(), fmt.Sprintf("mongolock-linearizability-%d.html", time.Now().UnixNano()))
 	if err := porcupine.VisualizePath(lockModel, info, path); err != nil {
 		path = "(visualization failed: " + err.Error() + ")"
 	}
-	return []string{fmt.Sprintf("the history of %d operations is not linearizable; porcupine's visualization: %s", len(ops), path)}
+	return append(problems, fmt.Sprintf("the history of %d operations is not linearizable; porcupine's visualization: %s", len(ops), path))
+}
+
+// multiModel is the model of the semaphore's and the readers–writer
+// lock's keys: several holders at once (how many is the exclusion
+// check's business: the model cannot see expiry), fences rising in
+// linearization order across all of them, a release succeeding only for a
+// holder and refused only for a non-holder unless excused (as lockModel).
+// State: the holders' tokens (sorted, joined) and the highest fence.
+type multiState struct {
+	holders string
+	fence   int64
+}
+
+func multiHolders(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
+
+func multiWith(hs []string, add string, remove string) string {
+	var out []string
+	for _, h := range hs {
+		if h != remove && h != add {
+			out = append(out, h)
+		}
+	}
+	if add != "" {
+		out = append(out, add)
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
+}
+
+var multiModel = porcupine.Model{
+	Partition: lockModel.Partition,
+	Init:      func() interface{} { return multiState{} },
+	Step: func(state, input, output interface{}) (bool, interface{}) {
+		s, in, out := state.(multiState), input.(lockInput), output.(lockOutput)
+		hs := multiHolders(s.holders)
+		has := false
+		for _, h := range hs {
+			has = has || h == in.token
+		}
+		switch {
+		case in.op == "acquire" && out.fence == 0: // Python-style: no fence to check
+			return true, multiState{holders: multiWith(hs, in.token, ""), fence: s.fence}
+		case in.op == "acquire":
+			return out.fence > s.fence, multiState{holders: multiWith(hs, in.token, ""), fence: out.fence}
+		case in.op == "forcerelease":
+			return true, multiState{fence: max(s.fence, out.fence)}
+		case out.ok:
+			return has, multiState{holders: multiWith(hs, "", in.token), fence: s.fence}
+		case in.excused:
+			return true, multiState{holders: multiWith(hs, "", in.token), fence: s.fence}
+		default:
+			return !has, s
+		}
+	},
+	DescribeOperation: lockModel.DescribeOperation,
+	DescribeState: func(state interface{}) string {
+		s := state.(multiState)
+		return fmt.Sprintf("holders %s, fence %d", s.holders, s.fence)
+	},
 }
 
 // TestExclusionCheck: the exclusion check accepts what the contract
@@ -538,6 +668,7 @@ func TestExclusionCheck(t *testing.T) {
 	acq := func(proc string, ret, until, fence int64) hevent {
 		return hevent{Proc: proc, Op: "acquire", Kind: "lease", Key: "k", Token: proc, Owner: proc, Call: ret - 1, Return: ret, OK: true, Fence: fence, Until: until}
 	}
+	kind := func(e hevent, k string) hevent { e.Kind = k; return e }
 	promise := func(proc string, atT, until, fence int64) hevent {
 		return hevent{Proc: proc, Op: "promise", Key: "k", Token: proc, At: atT, Until: until, Fence: fence}
 	}
@@ -556,6 +687,11 @@ func TestExclusionCheck(t *testing.T) {
 		{"force-released", []hevent{acq("a", 10, 100, 1), {Proc: "op", Op: "forcerelease", Key: "k", Call: 40, Return: 45, OK: true, Fence: 1, Owner: "a"}, acq("b", 50, 200, 2)}, true},
 		{"force-released someone else", []hevent{acq("a", 10, 100, 1), {Proc: "op", Op: "forcerelease", Key: "k", Call: 40, Return: 45, OK: true, Fence: 7, Owner: "z"}, acq("b", 50, 200, 2)}, false},
 		{"a Python holder until its expiry", []hevent{{Proc: "py", Op: "acquire", Kind: "py", Key: "k", Token: "py:x", Return: 10, OK: true, Until: 100}, acq("b", 50, 200, 2)}, false},
+		{"semaphore holders up to the limit", []hevent{kind(acq("a", 10, 100, 1), "entry"), kind(acq("b", 20, 100, 2), "entry")}, true},
+		{"one semaphore holder too many", []hevent{kind(acq("a", 10, 100, 1), "entry"), kind(acq("b", 20, 100, 2), "entry"), kind(acq("c", 30, 100, 3), "entry")}, false},
+		{"readers share", []hevent{kind(acq("a", 10, 100, 1), "reader"), kind(acq("b", 20, 100, 2), "reader"), kind(acq("c", 30, 100, 3), "reader")}, true},
+		{"a writer among readers", []hevent{kind(acq("a", 10, 100, 1), "reader"), kind(acq("w", 20, 100, 2), "writer")}, false},
+		{"a reader after the writer released", []hevent{kind(acq("w", 10, 100, 1), "writer"), {Proc: "w", Op: "release", Key: "k", Token: "w", Call: 40, Return: 45, OK: true}, kind(acq("a", 50, 200, 2), "reader")}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -661,6 +797,34 @@ func TestLinearizabilityModel(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got := porcupine.CheckOperations(lockModel, historyOps(tt.history))
 			if got != tt.ok {
+				t.Fatalf("linearizable = %v; want %v", got, tt.ok)
+			}
+		})
+	}
+}
+
+// TestMultiModel: the model of the semaphore's and the readers–writer
+// lock's keys accepts holders at once with rising fences and rejects a
+// falling fence or a release by a non-holder.
+func TestMultiModel(t *testing.T) {
+	acq := func(proc string, call, ret, fence int64) porcupine.Operation {
+		return porcupine.Operation{ClientId: len(proc), Input: lockInput{op: "acquire", key: "k", token: proc}, Call: call, Output: lockOutput{ok: true, fence: fence}, Return: ret}
+	}
+	rel := func(proc string, call, ret int64, ok bool) porcupine.Operation {
+		return porcupine.Operation{ClientId: len(proc), Input: lockInput{op: "release", key: "k", token: proc}, Call: call, Output: lockOutput{ok: ok}, Return: ret}
+	}
+	for _, tt := range []struct {
+		name string
+		ops  []porcupine.Operation
+		ok   bool
+	}{
+		{"two holders, rising fences", []porcupine.Operation{acq("a", 0, 1, 10), acq("bb", 2, 3, 11), rel("a", 4, 5, true), rel("bb", 6, 7, true)}, true},
+		{"fence fell", []porcupine.Operation{acq("a", 0, 1, 10), acq("bb", 2, 3, 9)}, false},
+		{"release by a non-holder", []porcupine.Operation{acq("a", 0, 1, 10), rel("bb", 2, 3, true)}, false},
+		{"holder's release refused", []porcupine.Operation{acq("a", 0, 1, 10), rel("a", 2, 3, false)}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := porcupine.CheckOperations(multiModel, tt.ops); got != tt.ok {
 				t.Fatalf("linearizable = %v; want %v", got, tt.ok)
 			}
 		})

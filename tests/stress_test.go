@@ -73,6 +73,17 @@ const (
 // it goes idle long enough to be purged).
 var stressKeys = []string{"alpha", "beta", "gamma", "delta"}
 
+// The recipes' keys: a semaphore of stressLimit, a readers–writer lock,
+// an election. (The Python-style worker and the operators use them too.)
+const (
+	semKey      = "sem"
+	rwKey       = "rw"
+	electKey    = "elect"
+	stressLimit = 2
+)
+
+var recipeKeys = []string{semKey, rwKey, electKey}
+
 // stressConfig sizes one run.
 type stressConfig struct {
 	seed       uint64
@@ -90,14 +101,51 @@ type fencedResource struct {
 	lastTok  map[string]string
 	accepted []write
 	rejected int
+
+	// The recipes: a semaphore's holders write with their own fences, and
+	// a write is stale once stressLimit acquisitions with higher fences
+	// wrote; a reader's write is stale once a writer with a higher fence
+	// wrote, a writer's once anyone with a higher fence wrote.
+	semSeen map[int64]string // semKey: fence -> token
+	writer  int64            // rwKey: the highest writer's fence seen
 }
 
 func (r *fencedResource) offer(w write) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	switch {
+	case w.key == semKey && w.mode == "entry":
+		higher := 0
+		for f := range r.semSeen {
+			if f > w.fence {
+				higher++
+			}
+		}
+		if tok, seen := r.semSeen[w.fence]; higher < stressLimit && (!seen || tok == w.token) {
+			if r.semSeen == nil {
+				r.semSeen = map[int64]string{}
+			}
+			r.semSeen[w.fence] = w.token
+			r.accepted = append(r.accepted, w)
+			return true
+		}
+		r.rejected++
+		return false
+	case w.key == rwKey && w.mode == "reader":
+		if w.fence > r.writer {
+			r.last[w.key] = max(r.last[w.key], w.fence)
+			r.accepted = append(r.accepted, w)
+			return true
+		}
+		r.rejected++
+		return false
+	}
 	last := r.last[w.key]
 	if w.fence > last || (w.fence == last && w.token == r.lastTok[w.key]) {
 		r.last[w.key], r.lastTok[w.key] = w.fence, w.token
+		if w.key == rwKey {
+			r.writer = w.fence
+		}
 		r.accepted = append(r.accepted, w)
 		return true
 	}
@@ -119,7 +167,7 @@ func (r *fencedResource) serve(l net.Listener, wg *sync.WaitGroup) {
 			sc := bufio.NewScanner(conn)
 			for sc.Scan() {
 				var w write
-				if _, err := fmt.Sscanf(sc.Text(), "%s %d %s %d", &w.key, &w.fence, &w.token, &w.sent); err != nil {
+				if _, err := fmt.Sscanf(sc.Text(), "%s %d %s %d %s", &w.key, &w.fence, &w.token, &w.sent, &w.mode); err != nil {
 					return
 				}
 				reply := "REJECT\n"
@@ -297,7 +345,8 @@ func runStress(t *testing.T, cfg stressConfig) []string {
 			srv.FailNext(1, cmd, failureKinds[rng.IntN(len(failureKinds))])
 			faults["failure reply"]++
 		case 10, 11: // an operator force-releases a lock
-			key := stressKeys[rng.IntN(len(stressKeys))]
+			all := append(stressKeys, recipeKeys...)
+			key := all[rng.IntN(len(all))]
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			call := now()
 			info, err := admin.ForceRelease(ctx, key)
@@ -339,7 +388,7 @@ func runStress(t *testing.T, cfg stressConfig) []string {
 
 	// After one expire period, no lock may be held.
 	time.Sleep(stressExpire + 200*time.Millisecond)
-	for _, k := range stressKeys {
+	for _, k := range append(stressKeys, recipeKeys...) {
 		if held, err := admin.IsLocked(context.Background(), k); err != nil || held {
 			problems = append(problems, fmt.Sprintf("lock %q still held (err %v) one expire period after every worker stopped", k, err))
 		}

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -40,6 +41,9 @@ type stressWorker struct {
 
 	hmu  sync.Mutex
 	hist *os.File
+
+	lmu  sync.Mutex
+	lost map[*mongolock.Lease]int64 // when watchLost saw each lease's Lost close
 }
 
 func (w *stressWorker) record(e hevent) {
@@ -66,7 +70,7 @@ func TestStressWorker(t *testing.T) {
 	untilNS, _ := strconv.ParseInt(os.Getenv("STRESS_UNTIL"), 10, 64)
 	seed, _ := strconv.ParseUint(os.Getenv("STRESS_SEED"), 10, 64)
 
-	w := &stressWorker{t: t, name: os.Getenv("STRESS_NAME"), skew: skew, until: time.Unix(0, untilNS)}
+	w := &stressWorker{t: t, name: os.Getenv("STRESS_NAME"), skew: skew, until: time.Unix(0, untilNS), lost: map[*mongolock.Lease]int64{}}
 	w.opts = []mongolock.Option{
 		mongolock.WithDatabase(os.Getenv("STRESS_DB")), mongolock.WithRetryInterval(20 * time.Millisecond),
 		mongolock.WithMaxClockError(stressMaxClockError),
@@ -117,6 +121,13 @@ func (w *stressWorker) run(g int, rng *rand.Rand) {
 	res := &resourceConn{conn: conn, replies: bufio.NewScanner(conn)}
 	for n := 0; time.Now().Before(w.until); n++ {
 		key := pickStressKey(rng)
+		if rng.IntN(3) == 0 {
+			w.recipe(rng, res, fmt.Sprintf("%s-r-%d-%d", w.name, g, n))
+			continue
+		}
+		if rng.IntN(20) == 0 {
+			key = recipeKeys[rng.IntN(2)] // the Python-style worker and the others meet the recipes too
+		}
 		switch r := rng.IntN(100); {
 		case r < 60:
 			w.lease(rng, key, res)
@@ -151,8 +162,86 @@ type resourceConn struct {
 }
 
 func (r *resourceConn) write(key, token string, fence, sent int64) bool {
-	fmt.Fprintf(r.conn, "%s %d %s %d\n", key, fence, token, sent)
+	return r.writeAs(key, token, fence, sent, "exclusive")
+}
+
+func (r *resourceConn) writeAs(key, token string, fence, sent int64, mode string) bool {
+	fmt.Fprintf(r.conn, "%s %d %s %d %s\n", key, fence, token, sent, mode)
 	return r.replies.Scan()
+}
+
+// recipe takes a semaphore holder's lease (Limit), a reader's (Shared), a
+// writer's, or campaigns in an election, acts as lease does (promises
+// checked against Lost and ExpiresAt, writes to the resource), and
+// releases (resigns).
+func (w *stressWorker) recipe(rng *rand.Rand, res *resourceConn, owner string) {
+	ctx := context.Background()
+	opts := []mongolock.LockOption{mongolock.Expire(stressExpire + time.Duration(rng.IntN(1000))*time.Microsecond), mongolock.Timeout(time.Second), mongolock.Owner(owner)}
+	if rng.IntN(7) == 0 {
+		opts = append(opts, mongolock.KeepAlive(false))
+	}
+	var key, kind, mode string
+	switch rng.IntN(4) {
+	case 0, 1:
+		key, kind, mode = semKey, "entry", "entry"
+		opts = append(opts, mongolock.Limit(stressLimit))
+	case 2:
+		key, kind, mode = rwKey, "reader", "reader"
+		opts = append(opts, mongolock.Shared())
+	default:
+		key, kind, mode = rwKey, "writer", "exclusive"
+	}
+	if rng.IntN(4) == 0 {
+		key, kind, mode = electKey, "leader", "exclusive"
+	}
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	call := now()
+	var (
+		l   *mongolock.Lease
+		err error
+	)
+	if key == electKey {
+		l, err = w.c.Election(electKey, opts[0], mongolock.Owner(owner)).Campaign(actx, owner)
+	} else {
+		l, err = w.c.Acquire(actx, key, opts...)
+	}
+	ret := now()
+	cancel()
+	if err != nil {
+		if errors.Is(err, mongolock.ErrLimitMismatch) {
+			w.problem("%s: %v", key, err)
+		}
+		w.record(hevent{Op: "acquire", Kind: kind, Key: key, Call: call, Return: ret})
+		return
+	}
+	w.record(hevent{Op: "acquire", Kind: kind, Key: key, Token: l.Token(), Owner: l.Owner(), Call: call, Return: ret, OK: true, Fence: l.Fence(), Until: untilOf(l)})
+	defer w.watchLost(l)()
+	for range 1 + rng.IntN(3) {
+		at := now()
+		select {
+		case <-l.Lost():
+		default:
+			if until := untilOf(l); at < until {
+				w.record(hevent{Op: "promise", Kind: kind, Key: key, Token: l.Token(), Fence: l.Fence(), At: at, Until: until})
+				if !res.writeAs(key, l.Token(), l.Fence(), at, mode) {
+					return
+				}
+			}
+		}
+		time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
+	}
+	select {
+	case <-l.Lost():
+		w.record(hevent{Op: "lost", Key: key, Token: l.Token(), Return: w.lostAt(l), Expiry: untilOf(l), Why: fmt.Sprint(l.Err()), Stall: w.stalls.worst()})
+	default:
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	call = now()
+	w.record(hevent{Op: "releasing", Key: key, Token: l.Token(), Call: call})
+	err = l.Release(rctx)
+	ret = now()
+	cancel()
+	w.recordRelease(key, l.Token(), call, ret, err)
 }
 
 // lease takes a lease (kept alive, or now and then not), renews it by hand
@@ -175,20 +264,7 @@ func (w *stressWorker) lease(rng *rand.Rand, key string, res *resourceConn) {
 		return
 	}
 	w.record(hevent{Op: "acquire", Kind: "lease", Key: key, Token: l.Token(), Owner: l.Owner(), Call: call, Return: ret, OK: true, Fence: l.Fence(), Until: untilOf(l)})
-	// When did Lost close? A watcher notes it (within a scheduling delay,
-	// which checkLost allows for); it stops when the lease is released.
-	lostSeen, stopWatch := make(chan int64, 1), make(chan struct{})
-	var watching sync.WaitGroup
-	watching.Add(1)
-	go func() {
-		defer watching.Done()
-		select {
-		case <-l.Lost():
-			lostSeen <- now()
-		case <-stopWatch:
-		}
-	}()
-	defer func() { close(stopWatch); watching.Wait() }()
+	defer w.watchLost(l)()
 
 	for range 1 + rng.IntN(3) {
 		if rng.IntN(3) == 0 {
@@ -213,7 +289,7 @@ func (w *stressWorker) lease(rng *rand.Rand, key string, res *resourceConn) {
 	}
 	select {
 	case <-l.Lost():
-		w.record(hevent{Op: "lost", Key: key, Token: l.Token(), Return: <-lostSeen, Expiry: untilOf(l), Why: fmt.Sprint(l.Err()), Stall: w.stalls.worst()})
+		w.record(hevent{Op: "lost", Key: key, Token: l.Token(), Return: w.lostAt(l), Expiry: untilOf(l), Why: fmt.Sprint(l.Err()), Stall: w.stalls.worst()})
 	default:
 	}
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -396,6 +472,47 @@ func (w *stressWorker) closer(rng *rand.Rand, owner string) {
 	}
 }
 
+// watchLost notes when l's Lost channel closes (within a scheduling
+// delay, which checkLost allows for) until stop is called, for lostAt.
+func (w *stressWorker) watchLost(l *mongolock.Lease) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-l.Lost():
+			t := now()
+			w.lmu.Lock()
+			w.lost[l] = t
+			w.lmu.Unlock()
+		case <-done:
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+		w.lmu.Lock()
+		delete(w.lost, l)
+		w.lmu.Unlock()
+	}
+}
+
+// lostAt is when watchLost saw l's Lost channel close, in real unix ns
+// (called once Lost was seen closed, so the watcher is about to note it).
+func (w *stressWorker) lostAt(l *mongolock.Lease) int64 {
+	for range 1000 {
+		w.lmu.Lock()
+		t, ok := w.lost[l]
+		w.lmu.Unlock()
+		if ok {
+			return t
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return math.MaxInt64
+}
+
 // tryLog records every findAndModify the library sends (each is one try of
 // an acquisition, see store.acquire) through the driver's command monitor:
 // a "try" line before it is sent and a "tried" line with its outcome —
@@ -440,6 +557,19 @@ func (m *tryLog) monitor() *driverevent.CommandMonitor {
 			key, _ := e.Command.Lookup("query", "_id").StringValueOK()
 			token, _ := e.Command.Lookup("update", "$set", "token").StringValueOK()
 			owner, _ := e.Command.Lookup("update", "$set", "owner").StringValueOK()
+			if token == "*semaphore" || token == "*shared" { // the marks of a semaphore and a shared lock
+				// A holder entry: its token is in the path it sets.
+				if set, ok := e.Command.Lookup("update", "$set").DocumentOK(); ok {
+					if elems, err := set.Elements(); err == nil {
+						for _, el := range elems {
+							if t, ok := strings.CutPrefix(el.Key(), "holders."); ok {
+								token = t
+								owner, _ = el.Value().Document().Lookup("owner").StringValueOK()
+							}
+						}
+					}
+				}
+			}
 			m.mu.Lock()
 			m.tries[owner]++
 			m.owners[e.RequestID], m.toks[e.RequestID] = owner, token

@@ -32,6 +32,8 @@ type takeOptions struct {
 	quiet        bool
 	verbose      bool
 	conflictExit int
+	limit        int  // --limit: a semaphore of this many holders (as consul lock -n)
+	shared       bool // --shared: a reader's lease (as flock -s)
 }
 
 // waitFlag is --timeout (-w, --wait): a duration, a number of seconds as
@@ -87,6 +89,8 @@ func (o *takeOptions) addFlags(f *pflag.FlagSet) {
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "say nothing while waiting or when the lock is held elsewhere")
 	f.BoolVar(&o.verbose, "verbose", false, "say when the wait starts, how long it took to take the lock, and when it is released (as flock --verbose)")
 	f.IntVarP(&o.conflictExit, "conflict-exit-code", "E", exitConflict, "exit code when the lock is held by someone else (as flock -E)")
+	f.IntVar(&o.limit, "limit", 1, "a semaphore: up to this many holders at once, all asking for the same limit (as consul lock -n)")
+	f.BoolVarP(&o.shared, "shared", "s", false, "a shared (reader) lock: readers share it and exclude holders without --shared (as flock -s)")
 }
 
 // validate checks o once the flags are parsed.
@@ -107,6 +111,12 @@ func (o *takeOptions) validate(cmd *cobra.Command) error {
 		return usageError("--min-hold must not be negative, got %v", o.minHold)
 	case o.conflictExit < 0 || o.conflictExit > 255:
 		return usageError("--conflict-exit-code must be between 0 and 255, got %d", o.conflictExit)
+	case o.limit < 1 || o.limit > 1000:
+		return usageError("--limit must be between 1 and 1000, got %d", o.limit)
+	case o.shared && o.limit > 1:
+		return usageError("give --shared or --limit, not both: readers are not counted")
+	case o.minHold > 0 && (o.shared || o.limit > 1):
+		return usageError("--min-hold is for exclusive locks, not with --shared or --limit")
 	}
 	return nil
 }
@@ -136,6 +146,12 @@ func (o *takeOptions) lockOptions() []mongolock.LockOption {
 	}
 	if o.minHold > 0 {
 		opts = append(opts, mongolock.MinHold(o.minHold))
+	}
+	if o.limit > 1 {
+		opts = append(opts, mongolock.Limit(o.limit))
+	}
+	if o.shared {
+		opts = append(opts, mongolock.Shared())
 	}
 	return opts
 }
