@@ -275,6 +275,8 @@ func describeHolder(ctx context.Context, c *mongolock.Client, e *mongolock.Locke
 	switch {
 	case e.Expires.IsZero() && !e.Since.IsZero():
 		b.WriteString(", and never expires")
+	case !e.Expires.IsZero() && isMinHeld(ctx, c, e.Key):
+		fmt.Fprintf(&b, ", until %s: its holder released it before its minimum hold time (--min-hold) ended, and it cannot be renewed", fmtTime(e.Expires))
 	case !e.Expires.IsZero():
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
@@ -316,7 +318,12 @@ func (a *app) showWaiting(ctx context.Context, c *mongolock.Client, key string, 
 					line += ", never expires"
 				default:
 					if now, _, err := c.ServerTime(ctx); err == nil {
-						line += ", expires in " + fmtDuration(info.Expire.Sub(now).Truncate(100*time.Millisecond))
+						in := fmtDuration(info.Expire.Sub(now).Truncate(100 * time.Millisecond))
+						if isMinHeld(ctx, c, key) {
+							line += ", held for its minimum hold time, " + in + " more"
+						} else {
+							line += ", expires in " + in
+						}
 					}
 				}
 			}
