@@ -308,15 +308,27 @@ loop:
 }
 
 // allStoppedAsAsked reports whether every worker but the killed one has
-// exited with status 0, which a worker does only when it is asked to stop
-// (SIGINT, SIGTERM).
+// stopped as a worker stops when asked to (SIGINT, SIGTERM): with status
+// 0, or killed by the signal if it came before the worker could catch it.
 func allStoppedAsAsked(workers []*demoWorkerProc, killed *demoWorkerProc) bool {
 	for _, w := range workers {
-		if w != killed && (!exited(w) || w.err != nil) {
+		if w != killed && (!exited(w) || w.err != nil && !stoppedBySignal(w)) {
 			return false
 		}
 	}
 	return true
+}
+
+// stoppedBySignal reports whether w, which has exited, was killed by
+// SIGINT or SIGTERM (a Ctrl-C that reached it before it was ready to
+// catch it).
+func stoppedBySignal(w *demoWorkerProc) bool {
+	ps := w.cmd.ProcessState
+	if ps == nil {
+		return false
+	}
+	ws, ok := ps.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && (ws.Signal() == syscall.SIGINT || ws.Signal() == syscall.SIGTERM)
 }
 
 // holderToKill returns the worker inside the lock now, if it is alive and
@@ -434,7 +446,7 @@ func (a *app) demoReport(out io.Writer, check *ledgerCheck, workers []*demoWorke
 
 	var failed []string
 	for _, w := range workers {
-		if w == killed || w.err == nil {
+		if w == killed || w.err == nil || interrupted && stoppedBySignal(w) {
 			continue
 		}
 		failed = append(failed, w.id)

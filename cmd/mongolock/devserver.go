@@ -50,7 +50,7 @@ whose host does not resolve).`,
   # In a script: start it, read its URI, use it, stop it.
   mongolock devserver --listen 127.0.0.1:0 > uri.txt &
   sleep 1; export MONGOLOCK_URI=$(cat uri.txt)
-  mongolock run --key demo -- echo hello
+  mongolock run demo -- echo hello
   kill %1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {

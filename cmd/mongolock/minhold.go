@@ -51,4 +51,3 @@ func isMinHeld(ctx context.Context, c *mongolock.Client, key string) bool {
 	held, err := minHeld(ctx, c, []string{key})
 	return err == nil && held[key]
 }
-
