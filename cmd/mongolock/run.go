@@ -230,7 +230,7 @@ func (a *app) supervise(o *runOptions, l *mongolock.Lease, argv []string, sigs <
 		killGrace: o.killGrace,
 	})
 	if err != nil {
-		fmt.Fprintf(a.io.err, "mongolock: %v\n", err)
+		fmt.Fprintf(a.io.err, "mongolock: %s\n", message(err))
 		return exitCannotExec, false
 	}
 	defer j.close()
