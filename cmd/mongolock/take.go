@@ -74,8 +74,7 @@ func (w *waitFlag) Set(s string) error {
 
 func (w *waitFlag) Type() string { return "duration" }
 
-// addFlags adds the flags of o to f; verb is what the command does while it
-// holds the lock ("the command runs", "the lock is held").
+// addFlags adds the flags of o to f.
 func (o *takeOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.key, "key", "", "the lock's key (or give it as the first argument)")
 	f.StringVar(&o.owner, "owner", "", "owner name recorded in the lock (default: host, pid and a random suffix)")
