@@ -150,7 +150,7 @@ func (a *app) demo(cmd *cobra.Command, o *demoOptions) error {
 
 	// A client of our own: to check the server, and to delete the demo's
 	// lock document at the end.
-	c, err := a.connectURI(ctx, uri)
+	c, err := a.connectURI(ctx, uri, 0)
 	if err != nil {
 		return err
 	}

@@ -80,7 +80,7 @@ func (a *app) demoWorker(cmd *cobra.Command, o *workerOptions) error {
 	}
 	defer ledger.Close()
 
-	c, _, err := a.connect(stop, cmd)
+	c, _, err := a.connect(stop, cmd, 0)
 	if err != nil {
 		if stop.Err() != nil {
 			return nil

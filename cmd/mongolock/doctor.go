@@ -157,7 +157,7 @@ UNSAFE or a check could not run; 2 for a usage error; 130 if interrupted.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			c, uri, err := a.connect(ctx, cmd)
+			c, uri, err := a.connect(ctx, cmd, 0)
 			if err != nil {
 				return err
 			}

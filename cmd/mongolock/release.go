@@ -89,7 +89,7 @@ lock (with --owner), or the server could not be used; 2 for a usage error
 			key := args[0]
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
-			c, _, err := a.connect(ctx, cmd)
+			c, _, err := a.connect(ctx, cmd, timeout)
 			if err != nil {
 				return err
 			}

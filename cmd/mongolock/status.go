@@ -92,7 +92,7 @@ usage error.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
-			c, _, err := a.connect(ctx, cmd)
+			c, _, err := a.connect(ctx, cmd, timeout)
 			if err != nil {
 				return err
 			}

@@ -160,7 +160,7 @@ func (a *app) take(o *takeOptions, uri string, sigs <-chan os.Signal, what strin
 		if o.timeout.d > 0 {
 			cctx, ccancel = context.WithDeadline(ctx, start.Add(o.timeout.d))
 		}
-		c, err := a.connectURI(cctx, uri)
+		c, err := a.connectURI(cctx, uri, o.timeout.d)
 		ccancel()
 		if err != nil {
 			done <- result{err: err}
