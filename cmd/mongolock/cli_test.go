@@ -230,7 +230,7 @@ func TestCollectionFromEnvironment(t *testing.T) {
 // their exit codes.
 func TestHelp(t *testing.T) {
 	t.Parallel()
-	for _, cmd := range []string{"run", "lock", "status", "release", "devserver", "demo", "doctor", "version"} {
+	for _, cmd := range []string{"run", "lock", "status", "release", "devserver", "demo", "doctor", "version", "completion", "man"} {
 		t.Run(cmd, func(t *testing.T) {
 			code, stdout, stderr := runInProcess(nil, cmd, "--help")
 			if code != 0 {

@@ -88,7 +88,7 @@ func (a *app) completeKey(cmd *cobra.Command, args []string, toComplete string) 
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
 	defer cancel()
-	c, err := a.connectURI(ctx, uri)
+	c, err := a.connectURI(ctx, uri, 0)
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}

@@ -131,10 +131,10 @@ func checkHost(h string) error {
 
 // connectURI connects to the deployment at uri, with the --database and
 // --collection flags, and checks that a primary answers. Connecting is
-// bounded by --connect-timeout and by ctx's deadline (a command's
-// --timeout), whichever comes first; the error says which. The returned
-// connection must be closed.
-func (a *app) connectURI(ctx context.Context, uri string, opts ...mongolock.Option) (*conn, error) {
+// bounded by --connect-timeout and by ctx's deadline (the command's
+// --timeout, timeout, or 0 if it has none), whichever comes first; the
+// error says which. The returned connection must be closed.
+func (a *app) connectURI(ctx context.Context, uri string, timeout time.Duration) (*conn, error) {
 	t, err := parseURI(uri)
 	if err != nil {
 		return nil, err
@@ -142,6 +142,9 @@ func (a *app) connectURI(ctx context.Context, uri string, opts ...mongolock.Opti
 	within, limit := a.connectTimeout, "--connect-timeout"
 	if d, ok := ctx.Deadline(); ok && time.Until(d) < within {
 		within, limit = max(time.Until(d), 0), "--timeout"
+		if timeout > 0 {
+			within = timeout // as the user gave it, not what is left of it
+		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
@@ -168,11 +171,7 @@ func (a *app) connectURI(ctx context.Context, uri string, opts ...mongolock.Opti
 		}
 		return nil, failure(connectError(err, t, fmtDuration(within), limit))
 	}
-	opts = append([]mongolock.Option{
-		mongolock.WithDatabase(a.database),
-		mongolock.WithCollection(a.collection),
-	}, opts...)
-	c, err := mongolock.New(mc, opts...)
+	c, err := mongolock.New(mc, mongolock.WithDatabase(a.database), mongolock.WithCollection(a.collection))
 	if err != nil {
 		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = mc.Disconnect(dctx)

@@ -75,9 +75,13 @@ included). If standard output is closed (as in "mongolock demo | head"), the
 demo stops its workers, cleans up and exits 141, as a program killed by
 SIGPIPE would.
 
+Ctrl-C (SIGINT) or SIGTERM stops the workers and prints the report of what
+happened until then: an interrupted demo is not a failed one, unless it saw
+a guarantee broken.
+
 Exit codes: 0 if every guarantee held; 1 if one did not (or a worker
-failed); 2 for a usage error; 130 if interrupted; 141 if standard output
-was closed.`,
+failed), interrupted or not; 2 for a usage error; 130 if interrupted; 141
+if standard output was closed.`,
 		Example: `  go run ./cmd/mongolock demo
   mongolock demo --workers 10 --duration 1m
   mongolock demo --uri mongodb://localhost:27017`,
@@ -146,7 +150,7 @@ func (a *app) demo(cmd *cobra.Command, o *demoOptions) error {
 
 	// A client of our own: to check the server, and to delete the demo's
 	// lock document at the end.
-	c, err := a.connectURI(ctx, uri)
+	c, err := a.connectURI(ctx, uri, 0)
 	if err != nil {
 		return err
 	}
@@ -269,6 +273,12 @@ loop:
 			break
 		}
 	}
+	// Ctrl-C on a terminal reaches the workers too (they share the demo's
+	// process group): they may all have stopped, as asked, before the
+	// demo's own signal ended the loop. Either way it was interrupted.
+	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), errOutputGone) || allStoppedAsAsked(workers, killed) && time.Now().Before(end) {
+		interrupted = true
+	}
 
 	stopWorkers(workers)
 	events, err := tail.next()
@@ -287,14 +297,38 @@ loop:
 	case out.err != nil:
 		return failure(fmt.Errorf("writing the demo's output: %w", out.err))
 	}
-	ok := a.demoReport(out, check, workers, killed, time.Since(start))
+	ok := a.demoReport(out, check, workers, killed, time.Since(start), interrupted)
 	switch {
-	case interrupted:
-		return exitWith(130, errors.New("demo interrupted"))
 	case !ok:
 		return exitWith(exitFailure, errors.New("a guarantee did not hold (see the report above)"))
+	case interrupted:
+		return exitWith(130, errors.New("demo interrupted"))
 	}
 	return nil
+}
+
+// allStoppedAsAsked reports whether every worker but the killed one has
+// stopped as a worker stops when asked to (SIGINT, SIGTERM): with status
+// 0, or killed by the signal if it came before the worker could catch it.
+func allStoppedAsAsked(workers []*demoWorkerProc, killed *demoWorkerProc) bool {
+	for _, w := range workers {
+		if w != killed && (!exited(w) || w.err != nil && !stoppedBySignal(w)) {
+			return false
+		}
+	}
+	return true
+}
+
+// stoppedBySignal reports whether w, which has exited, was killed by
+// SIGINT or SIGTERM (a Ctrl-C that reached it before it was ready to
+// catch it).
+func stoppedBySignal(w *demoWorkerProc) bool {
+	ps := w.cmd.ProcessState
+	if ps == nil {
+		return false
+	}
+	ws, ok := ps.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && (ws.Signal() == syscall.SIGINT || ws.Signal() == syscall.SIGTERM)
 }
 
 // holderToKill returns the worker inside the lock now, if it is alive and
@@ -349,8 +383,10 @@ func stopWorkers(workers []*demoWorkerProc) {
 	}
 }
 
-// demoReport prints the report and says whether every guarantee held.
-func (a *app) demoReport(out io.Writer, check *ledgerCheck, workers []*demoWorkerProc, killed *demoWorkerProc, elapsed time.Duration) bool {
+// demoReport prints the report and says whether every guarantee held. An
+// interrupted demo reports what it saw until then: what it did not get to
+// (the kill, the recovery) is not a failure, what it saw go wrong is.
+func (a *app) demoReport(out io.Writer, check *ledgerCheck, workers []*demoWorkerProc, killed *demoWorkerProc, elapsed time.Duration, interrupted bool) bool {
 	ok := true
 	verdict := func(good bool) string {
 		if good {
@@ -360,7 +396,11 @@ func (a *app) demoReport(out io.Writer, check *ledgerCheck, workers []*demoWorke
 		return "FAILED"
 	}
 
-	fmt.Fprintf(out, "\nReport (%s, %d workers, lease expiry %s)\n", fmtDuration(elapsed), len(workers), demoExpire)
+	what := ""
+	if interrupted {
+		what = "interrupted, "
+	}
+	fmt.Fprintf(out, "\nReport (%s%s, %d workers, lease expiry %s)\n", what, fmtDuration(elapsed), len(workers), demoExpire)
 
 	var per []string
 	for _, w := range workers {
@@ -375,16 +415,20 @@ func (a *app) demoReport(out io.Writer, check *ledgerCheck, workers []*demoWorke
 	for _, l := range check.overlapLines {
 		fmt.Fprintf(out, "      %s\n", l)
 	}
-	fmt.Fprintf(out, "  fences strictly increasing:  %s  %s\n", yesNo(check.fenceErrors == 0), verdict(check.fenceErrors == 0 && check.acquisitions > 0))
+	fmt.Fprintf(out, "  fences strictly increasing:  %s  %s\n", yesNo(check.fenceErrors == 0), verdict(check.fenceErrors == 0 && (check.acquisitions > 0 || interrupted)))
 	fmt.Fprintf(out, "  leases lost while held:      %d  %s\n", check.lost, verdict(check.lost == 0))
 
 	switch {
+	case killed == nil && interrupted:
+		fmt.Fprintf(out, "  killed holder:               none (interrupted before the kill)\n")
 	case killed == nil:
 		fmt.Fprintf(out, "  killed holder:               none (no holder to kill in time)  %s\n", verdict(false))
 	case !check.killedOpen:
 		fmt.Fprintf(out, "  killed holder:               %s, but it had just released the lock: no recovery to measure\n", killed.id)
 	case check.recovered:
 		fmt.Fprintf(out, "  recovery from the kill:      %s (%s killed while holding)  %s\n", fmtDuration(check.recovery), killed.id, verdict(true))
+	case interrupted:
+		fmt.Fprintf(out, "  recovery from the kill:      not seen (%s killed while holding; interrupted before it expired)\n", killed.id)
 	default:
 		fmt.Fprintf(out, "  recovery from the kill:      not seen (%s killed while holding)  %s\n", killed.id, verdict(false))
 	}
@@ -402,7 +446,7 @@ func (a *app) demoReport(out io.Writer, check *ledgerCheck, workers []*demoWorke
 
 	var failed []string
 	for _, w := range workers {
-		if w == killed || w.err == nil {
+		if w == killed || w.err == nil || interrupted && stoppedBySignal(w) {
 			continue
 		}
 		failed = append(failed, w.id)
@@ -411,10 +455,13 @@ func (a *app) demoReport(out io.Writer, check *ledgerCheck, workers []*demoWorke
 	fmt.Fprintf(out, "  workers stopped cleanly:     %d of %d  %s\n",
 		len(workers)-len(failed)-btoi(killed != nil), len(workers)-btoi(killed != nil), verdict(len(failed) == 0))
 
-	if ok {
-		fmt.Fprintln(out, "\nEvery guarantee held: one holder at a time, rising fences, and a dead holder's lock recovered by expiry.")
-	} else {
+	switch {
+	case !ok:
 		fmt.Fprintln(out, "\nA GUARANTEE DID NOT HOLD (see FAILED above).")
+	case interrupted:
+		fmt.Fprintf(out, "\nInterrupted after %s: no guarantee was broken until then (one holder at a time, rising fences).\n", fmtDuration(elapsed))
+	default:
+		fmt.Fprintln(out, "\nEvery guarantee held: one holder at a time, rising fences, and a dead holder's lock recovered by expiry.")
 	}
 	return ok
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -53,4 +54,47 @@ func TestDemoWorkersDieWithDemo(t *testing.T) {
 		}
 		waitProcs(t, marker, 30*time.Second, "every worker gone after the demo was killed", func(ps []proc) bool { return len(ps) == 0 })
 	})
+}
+
+// An interrupted demo is not a failed one: Ctrl-C (SIGINT to the demo and
+// its workers, as a terminal sends it) or SIGTERM to the demo alone ends it
+// with exit 130 and the report of what it saw, without "A GUARANTEE DID
+// NOT HOLD".
+func TestDemoInterrupted(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name  string
+		group bool
+		sig   syscall.Signal
+	}{
+		{"Ctrl-C", true, syscall.SIGINT},
+		{"SIGTERM", false, syscall.SIGTERM},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p := startBinary(t, []string{"TMPDIR=" + t.TempDir()}, "demo", "--workers", "3", "--duration", "60s")
+			p.stdout.waitFor(t, "has the lock", time.Minute)
+			pid := p.cmd.Process.Pid
+			if tt.group {
+				pid = -pid // the demo leads its process group (a session of its own)
+			}
+			if err := syscall.Kill(pid, tt.sig); err != nil {
+				t.Fatal(err)
+			}
+			r := p.wait(t, time.Minute)
+			if r.code != 130 {
+				t.Errorf("exit code %d, want 130", r.code)
+			}
+			for _, bad := range []string{"GUARANTEE DID NOT HOLD", "FAILED"} {
+				if strings.Contains(r.stdout, bad) {
+					t.Errorf("an interrupted demo reports %q:\n%s", bad, r.stdout)
+				}
+			}
+			for _, want := range []string{"Report (interrupted", "overlapping sections:        0  ok", "Interrupted after"} {
+				if !strings.Contains(r.stdout, want) {
+					t.Errorf("the report lacks %q:\n%s", want, r.stdout)
+				}
+			}
+		})
+	}
 }

@@ -80,7 +80,7 @@ func (a *app) demoWorker(cmd *cobra.Command, o *workerOptions) error {
 	}
 	defer ledger.Close()
 
-	c, _, err := a.connect(stop, cmd)
+	c, _, err := a.connect(stop, cmd, 0)
 	if err != nil {
 		if stop.Err() != nil {
 			return nil
@@ -116,7 +116,7 @@ func (a *app) demoWorker(cmd *cobra.Command, o *workerOptions) error {
 		case <-l.Lost():
 			t.Stop()
 			_ = appendEvent(ledger, ledgerEvent{at: time.Now(), op: opLost, fence: l.Fence(), worker: o.id})
-			return exitWith(exitWorkerLost, fmt.Errorf("%s: lease lost while holding the lock: %v", o.id, l.Err()))
+			return exitWith(exitWorkerLost, fmt.Errorf("%s: lease lost while holding the lock: %s", o.id, message(l.Err())))
 		}
 
 		if err := appendEvent(ledger, ledgerEvent{at: time.Now(), op: opLeave, fence: l.Fence(), worker: o.id}); err != nil {
@@ -126,7 +126,7 @@ func (a *app) demoWorker(cmd *cobra.Command, o *workerOptions) error {
 		err = l.Release(ctx)
 		rcancel()
 		if errors.Is(err, mongolock.ErrNotHeld) {
-			return exitWith(exitWorkerLost, fmt.Errorf("%s: the lease had been lost by the time it was released: %v", o.id, err))
+			return exitWith(exitWorkerLost, fmt.Errorf("%s: the lease had been lost by the time it was released: %s", o.id, message(err)))
 		}
 		if err != nil {
 			return failure(err)

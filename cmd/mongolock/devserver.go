@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os/signal"
+	"regexp"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -37,17 +41,22 @@ in a temporary directory that is removed when the server stops. SIGINT
 (Ctrl-C) or SIGTERM stops it cleanly.
 
 Exit codes: 0 after a clean stop; 1 if it could not start (for example the
-address is in use: try --listen 127.0.0.1:0 for a free port).`,
+address is in use: try --listen 127.0.0.1:0 for a free port); 2 for a usage
+error (an --listen that is not HOST:PORT with a port from 0 to 65535, or
+whose host does not resolve).`,
 		Example: `  mongolock devserver
   mongolock devserver --listen 127.0.0.1:27018 --data ./mongolock-data
 
   # In a script: start it, read its URI, use it, stop it.
   mongolock devserver --listen 127.0.0.1:0 > uri.txt &
   sleep 1; export MONGOLOCK_URI=$(cat uri.txt)
-  mongolock run --key demo -- echo hello
+  mongolock run demo -- echo hello
   kill %1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkListen(listen); err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 
@@ -58,7 +67,11 @@ address is in use: try --listen 127.0.0.1:0 for a free port).`,
 			startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 			srv, err := embedded.Start(startCtx, embedded.Config{Dir: data, Listen: listen, Logger: logger})
 			cancel()
-			if err != nil {
+			var dnsErr *net.DNSError
+			switch {
+			case errors.As(err, &dnsErr):
+				return usageError("--listen %s: %v", listen, dnsErr)
+			case err != nil:
 				return failure(fmt.Errorf("starting the server on %s: %w", listen, err))
 			}
 
@@ -89,3 +102,23 @@ address is in use: try --listen 127.0.0.1:0 for a free port).`,
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "log FerretDB's messages on standard error")
 	return cmd
 }
+
+// checkListen checks --listen before anything starts: HOST:PORT, where
+// HOST is empty (every interface), an IP address or a host name, and PORT
+// a number from 0 (any free port) to 65535.
+func checkListen(listen string) error {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return usageError("--listen %q: want HOST:PORT, such as 127.0.0.1:27017, or 127.0.0.1:0 for any free port (%v)", listen, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return usageError("--listen %q: the port must be a number from 0 (any free port) to 65535", listen)
+	}
+	if host != "" && net.ParseIP(host) == nil && !hostName.MatchString(host) {
+		return usageError("--listen %q: %q is neither an IP address nor a host name", listen, host)
+	}
+	return nil
+}
+
+// hostName matches a DNS host name.
+var hostName = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$`)

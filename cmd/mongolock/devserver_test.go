@@ -90,6 +90,15 @@ func TestDevserver(t *testing.T) {
 		}
 	})
 
+	t.Run("bad --listen", func(t *testing.T) {
+		for _, listen := range []string{"nonsense", "127.0.0.1:99999", "127.0.0.1:-1", "localhost:http2", "a b:27017", "127.0.0.1"} {
+			r := runBinary(t, "", nil, "devserver", "--listen", listen)
+			if r.code != exitUsage || !strings.Contains(r.stderr, "--listen") || r.stdout != "" {
+				t.Errorf("--listen %q: want exit 2 naming --listen, and no server:\n%s", listen, r)
+			}
+		}
+	})
+
 	t.Run("address in use", func(t *testing.T) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

@@ -157,7 +157,7 @@ UNSAFE or a check could not run; 2 for a usage error; 130 if interrupted.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			c, uri, err := a.connect(ctx, cmd)
+			c, uri, err := a.connect(ctx, cmd, 0)
 			if err != nil {
 				return err
 			}
@@ -214,7 +214,7 @@ func (a *app) doctor(ctx context.Context, c *mongolock.Client, uri string, probe
 		dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer dcancel()
 		if err := scratchDB.Collection(scratchName).Drop(dctx); err != nil {
-			fmt.Fprintf(a.io.err, "mongolock: warning: dropping the scratch collection %s.%s: %v\n", a.database, scratchName, err)
+			fmt.Fprintf(a.io.err, "mongolock: warning: dropping the scratch collection %s.%s: %s\n", a.database, scratchName, message(err))
 		}
 	}()
 	a.doctorConcerns(cctx, r, uri, scratchDB.Collection(scratchName,
@@ -247,9 +247,9 @@ func (a *app) doctor(ctx context.Context, c *mongolock.Client, uri string, probe
 	locks, err := c.List(cctx, "")
 	switch {
 	case errors.Is(err, mongolock.ErrInvalidDocument):
-		r.line(levelWarn, "locks", "%v (such a lock is never changed by mongolock; fix or delete it)", err)
+		r.line(levelWarn, "locks", "%s (such a lock is never changed by mongolock; fix or delete it)", message(err))
 	case err != nil:
-		r.line(levelWarn, "locks", "could not list the locks: %v", err)
+		r.line(levelWarn, "locks", "could not list the locks: %s", message(err))
 	default:
 		held := 0
 		for _, l := range locks {
@@ -305,7 +305,7 @@ func (a *app) doctorTopology(ctx context.Context, r *doctorReport, mc *mongo.Cli
 		case errors.Is(err, mongo.ErrNoDocuments):
 			r.info("", "%s is not sharded: it lives on its primary shard, which is fine", ns)
 		case err != nil:
-			r.info("", "could not read %s's shard key: %v", ns, err)
+			r.info("", "could not read %s's shard key: %s", ns, message(err))
 		default:
 			if elems, _ := coll.Key.Elements(); len(elems) != 1 || elems[0].Key() != "_id" {
 				r.line(levelWarn, "shard key", "%s is sharded on %s; shard it on _id so that every lock operation targets one shard", ns, coll.Key)
@@ -349,13 +349,13 @@ func (a *app) doctorConcerns(ctx context.Context, r *doctorReport, uri string, s
 
 	_, err := scratch.InsertOne(ctx, bson.D{{Key: "_id", Value: "write-concern-probe"}})
 	if err != nil {
-		r.line(levelFail, "write concern", "mongolock writes locks with write concern majority, and the server refused it: %v", err)
+		r.line(levelFail, "write concern", "mongolock writes locks with write concern majority, and the server refused it: %s", message(err))
 	} else {
 		r.line(levelOK, "write concern", "majority, accepted%s", note)
 	}
 	err = scratch.FindOne(ctx, bson.D{{Key: "_id", Value: "write-concern-probe"}}).Err()
 	if err != nil {
-		r.line(levelFail, "read concern", "mongolock reads locks with read concern majority, and the server refused it: %v", err)
+		r.line(levelFail, "read concern", "mongolock reads locks with read concern majority, and the server refused it: %s", message(err))
 	} else {
 		r.line(levelOK, "read concern", "majority, accepted; reads from the primary")
 	}
@@ -386,7 +386,7 @@ func (a *app) doctorAtomicity(ctx context.Context, r *doctorReport, coll *mongo.
 	}
 	switch {
 	case err != nil && ctx.Err() == nil:
-		r.line(levelFail, "atomicity", "the probe failed: %v", err)
+		r.line(levelFail, "atomicity", "the probe failed: %s", message(err))
 	case res.maxHolders > 1 || res.acquisitions != res.fence:
 		r.line(levelFail, "atomicity", "NOT ATOMIC: %d goroutines racing with conditional findOneAndUpdate: up to %d\n"+
 			"held the lease at once, and %d acquisitions left the $inc counter at %d (%s).\n"+

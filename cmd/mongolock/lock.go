@@ -123,7 +123,7 @@ func (a *app) hold(cmd *cobra.Command, o *takeOptions, asJSON bool) error {
 	case <-eof:
 	case <-l.Lost():
 		_ = a.releaseLease(l, o, taken, lostReleaseTimeout) // a courtesy: it may be someone else's by now
-		return exitWith(exitLost, fmt.Errorf("LOST the lock %q while holding it: %s", o.key, message(leaseErr(l))))
+		return exitWith(exitLost, fmt.Errorf("LOST the lock %q while holding it: %s%s", o.key, message(leaseErr(l)), shortExpiry(o.expire)))
 	}
 	err = a.releaseLease(l, o, taken, releaseTimeout)
 	switch {

@@ -64,9 +64,10 @@ exits 70), so its work may overlap with the next holder's: use fences.
 removed. When the server could not be used, nothing is printed on standard
 output.
 
-Exit codes: 0 released (with --force, also when it was not held); 1 if OWNER
-does not hold the lock, there is no such lock, or the server could not be
-used; 2 for a usage error (then no lock is touched).`,
+Exit codes: 0 released (with --force, also when it was not held or does not
+exist, as for rm -f); 1 if OWNER does not hold the lock, there is no such
+lock (with --owner), or the server could not be used; 2 for a usage error
+(then no lock is touched).`,
 		Example: `  mongolock release nightly-report --owner worker-1
   mongolock release nightly-report --force
   mongolock release nightly-report --force --json | jq -r .owner`,
@@ -88,7 +89,7 @@ used; 2 for a usage error (then no lock is touched).`,
 			key := args[0]
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
-			c, _, err := a.connect(ctx, cmd)
+			c, _, err := a.connect(ctx, cmd, timeout)
 			if err != nil {
 				return err
 			}
@@ -181,13 +182,12 @@ func (a *app) ownerRelease(ctx context.Context, c *mongolock.Client, key, owner 
 func (a *app) forceRelease(ctx context.Context, c *mongolock.Client, key string, asJSON bool) error {
 	before, err := c.ForceRelease(ctx, key)
 	if errors.Is(err, mongolock.ErrNotFound) {
+		// As rm -f: what does not exist is cleared already.
 		if asJSON {
-			if err := a.printReleaseJSON(releaseResult(key, releaseNotFound, nil)); err != nil {
-				return err
-			}
-			return exitWith(exitFailure, nil)
+			return a.printReleaseJSON(releaseResult(key, releaseNotFound, nil))
 		}
-		return failure(fmt.Errorf("no lock %q in %s.%s; nothing released", key, a.database, a.collection))
+		fmt.Fprintf(a.io.out, "there is no lock %q in %s.%s; nothing to clear\n", key, a.database, a.collection)
+		return nil
 	}
 	if err != nil {
 		return failure(err)

@@ -89,13 +89,22 @@ func TestRelease(t *testing.T) {
 	})
 
 	t.Run("no such lock", func(t *testing.T) {
-		for _, how := range [][]string{{"--force"}, {"--owner", "ops-1"}} {
-			r := runBinary(t, "", nil, args([]string{"release", "r-none"}, how, flags)...)
-			if r.code != exitFailure || !strings.Contains(r.stderr, "no") {
-				t.Errorf("release %v of a missing lock: want exit 1:\n%s", how, r)
+		for _, tt := range []struct {
+			how  []string
+			code int
+			out  string // in standard output or error
+		}{
+			{[]string{"--force"}, 0, `there is no lock "r-none"`}, // as rm -f
+			{[]string{"--force", "--json"}, 0, `"result": "not_found"`},
+			{[]string{"--owner", "ops-1"}, exitFailure, `no lock "r-none"`},
+			{[]string{"--owner", "ops-1", "--json"}, exitFailure, `"result": "not_found"`},
+		} {
+			r := runBinary(t, "", nil, args([]string{"release", "r-none"}, tt.how, flags)...)
+			if r.code != tt.code || !strings.Contains(r.stdout+r.stderr, tt.out) {
+				t.Errorf("release %v of a missing lock: want exit %d and %q:\n%s", tt.how, tt.code, tt.out, r)
 			}
 			if _, err := other.Info(ctx, "r-none"); !errors.Is(err, mongolock.ErrNotFound) {
-				t.Errorf("release %v created a document: %v", how, err)
+				t.Errorf("release %v created a document: %v", tt.how, err)
 			}
 		}
 	})

@@ -376,13 +376,14 @@ func (a *app) serverURI(cmd *cobra.Command) (string, error) {
 }
 
 // connect connects a lock client to the server of cmd's flags (see
-// connectURI). The returned connection must be closed.
-func (a *app) connect(ctx context.Context, cmd *cobra.Command, opts ...mongolock.Option) (*conn, string, error) {
+// connectURI; timeout is the command's --timeout, 0 if none). The returned
+// connection must be closed.
+func (a *app) connect(ctx context.Context, cmd *cobra.Command, timeout time.Duration) (*conn, string, error) {
 	uri, err := a.serverURI(cmd)
 	if err != nil {
 		return nil, "", err
 	}
-	c, err := a.connectURI(ctx, uri, opts...)
+	c, err := a.connectURI(ctx, uri, timeout)
 	return c, uri, err
 }
 

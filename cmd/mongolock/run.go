@@ -185,7 +185,7 @@ func (a *app) runLocked(cmd *cobra.Command, o *runOptions, argv []string) error 
 	rerr := a.releaseLease(lease, &o.takeOptions, taken, timeout)
 	switch {
 	case lost:
-		return exitWith(exitLost, fmt.Errorf("exiting %d: the lock %q was lost; the command is not running any more", exitLost, o.key))
+		return exitWith(exitLost, fmt.Errorf("exiting %d: the lock %q was lost%s; the command is not running any more", exitLost, o.key, shortExpiry(o.expire)))
 	case errors.Is(rerr, mongolock.ErrNotHeld):
 		return exitWith(exitLost, fmt.Errorf("the lock %q was no longer held when the command finished (%s): the command's run was not exclusive to the end", o.key, message(rerr)))
 	case rerr != nil:
@@ -230,7 +230,7 @@ func (a *app) supervise(o *runOptions, l *mongolock.Lease, argv []string, sigs <
 		killGrace: o.killGrace,
 	})
 	if err != nil {
-		fmt.Fprintf(a.io.err, "mongolock: %v\n", err)
+		fmt.Fprintf(a.io.err, "mongolock: %s\n", message(err))
 		return exitCannotExec, false
 	}
 	defer j.close()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -99,4 +100,33 @@ func TestRunFlockFlags(t *testing.T) {
 			}
 		}
 	})
+}
+
+// An expiry shorter than the server's round trip allows is a usage error
+// that says so, before any lock is taken; not "lock lost".
+func TestExpireTooShort(t *testing.T) {
+	t.Parallel()
+	srv, flags := server(t)
+	c := newClient(t, srv)
+	marker := filepath.Join(t.TempDir(), "ran")
+	for _, line := range [][]string{
+		{"run", "short-run", "--expire", "1ms", "--", "touch", marker},
+		{"lock", "short-lock", "--expire", "1ms"},
+	} {
+		t.Run(line[0], func(t *testing.T) {
+			r := runBinary(t, "", nil, args(line[:4], flags, line[4:])...)
+			if r.code != exitUsage || !strings.Contains(r.stderr, "--expire 1ms is too short for the server's round trip") {
+				t.Errorf("want exit 2 saying the expiry is too short for the round trip:\n%s", r)
+			}
+			if strings.Contains(r.stderr, "lost") || strings.Contains(r.stderr, "LOST") {
+				t.Errorf("reported as a lost lock:\n%s", r.stderr)
+			}
+			if _, err := c.Info(testCtx(t), line[1]); !errors.Is(err, mongolock.ErrNotFound) {
+				t.Errorf("Info(%s) = %v, want ErrNotFound: no lock may be taken", line[1], err)
+			}
+		})
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("the command ran")
+	}
 }

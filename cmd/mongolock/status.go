@@ -23,21 +23,22 @@ const (
 
 // statusJSON is the output of "status --json". Its shape is stable: fields
 // may be added, none removed or changed. Times are the database server's,
-// in RFC 3339 with nanoseconds, UTC.
+// in RFC 3339 with milliseconds, UTC (jsonTime).
 type statusJSON struct {
-	ServerTime time.Time  `json:"server_time"` // the server's clock when the locks were read
+	ServerTime jsonTime   `json:"server_time"` // the server's clock when the locks were read
 	Locks      []lockJSON `json:"locks"`       // sorted by key; empty, never null
 }
 
 // lockJSON is one lock in statusJSON.
 type lockJSON struct {
-	Key         string     `json:"key"`
-	State       string     `json:"state"`         // "held", "expired" or "released"
-	Owner       string     `json:"owner"`         // "" when released
-	Since       *time.Time `json:"since"`         // when the holder took it; null when released
-	Expires     *time.Time `json:"expires"`       // null if it never expires, or is released
-	ExpiresInMS *int64     `json:"expires_in_ms"` // expires minus server_time; negative once expired; null with expires
-	Fence       int64      `json:"fence"`         // fencing token of the latest acquisition; 0 if none
+	Key         string    `json:"key"`
+	State       string    `json:"state"`         // "held", "expired" or "released"
+	Owner       string    `json:"owner"`         // "" when released
+	Since       *jsonTime `json:"since"`         // when the holder took it; null when released
+	Expires     *jsonTime `json:"expires"`       // null if it never expires, or is released
+	ExpiresInMS *int64    `json:"expires_in_ms"` // expires minus server_time; negative once expired; null with expires
+	Fence       int64     `json:"fence"`         // fencing token of the latest acquisition; 0 if none
+	MinHold     bool      `json:"min_hold"`      // released by its holder, held until expires (--min-hold); cannot be renewed
 }
 
 func (a *app) statusCommand() *cobra.Command {
@@ -66,7 +67,10 @@ the server's.
 
 "since" is null when released; "expires" and "expires_in_ms" are null when
 the lock never expires or is released; "expires_in_ms" is negative once it
-has expired. Fields may be added, never removed.
+has expired. "min_hold" is true for a lock its holder released before its
+minimum hold time (--min-hold) ended: it stays held until "expires", and
+nobody can renew it. Times are the server's, in UTC with milliseconds.
+Fields may be added, never removed.
 
 Exit codes: 0 when the locks could be read (also when none matched a
 prefix); 1 if KEY does not exist or the server could not be read; 2 for a
@@ -88,7 +92,7 @@ usage error.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
-			c, _, err := a.connect(ctx, cmd)
+			c, _, err := a.connect(ctx, cmd, timeout)
 			if err != nil {
 				return err
 			}
@@ -116,13 +120,23 @@ usage error.`,
 			if err != nil {
 				return failure(fmt.Errorf("reading the server's clock: %w", err))
 			}
+			var heldKeys []string
+			for _, l := range locks {
+				if lockState(l, now) == stateHeld {
+					heldKeys = append(heldKeys, l.Key)
+				}
+			}
+			retired, err := minHeld(ctx, c.Client, heldKeys)
+			if err != nil {
+				return failure(err)
+			}
 
 			if asJSON {
-				if err := a.printStatusJSON(now, locks); err != nil {
+				if err := a.printStatusJSON(now, locks, retired); err != nil {
 					return failure(err)
 				}
 			} else {
-				a.printStatusTable(now, locks, len(args) == 1, prefix)
+				a.printStatusTable(now, locks, retired, len(args) == 1, prefix)
 			}
 			if notFound {
 				if asJSON {
@@ -150,19 +164,15 @@ func lockState(l mongolock.LockInfo, now time.Time) string {
 	return stateHeld
 }
 
-func (a *app) printStatusJSON(now time.Time, locks []mongolock.LockInfo) error {
-	out := statusJSON{ServerTime: now.UTC(), Locks: make([]lockJSON, 0, len(locks))}
+func (a *app) printStatusJSON(now time.Time, locks []mongolock.LockInfo, retired map[string]bool) error {
+	out := statusJSON{ServerTime: jsonTime(now), Locks: make([]lockJSON, 0, len(locks))}
 	for _, l := range locks {
-		j := lockJSON{Key: l.Key, State: lockState(l, now), Owner: l.Owner, Fence: l.Fence}
-		if !l.Created.IsZero() {
-			t := l.Created.UTC()
-			j.Since = &t
-		}
+		j := lockJSON{Key: l.Key, State: lockState(l, now), Owner: l.Owner, Fence: l.Fence, Since: jsonTimeOf(l.Created)}
 		if !l.Expire.IsZero() && l.Locked {
-			t := l.Expire.UTC()
 			ms := l.Expire.Sub(now).Milliseconds()
-			j.Expires, j.ExpiresInMS = &t, &ms
+			j.Expires, j.ExpiresInMS = jsonTimeOf(l.Expire), &ms
 		}
+		j.MinHold = j.State == stateHeld && retired[l.Key]
 		out.Locks = append(out.Locks, j)
 	}
 	enc := json.NewEncoder(a.io.out)
@@ -170,7 +180,7 @@ func (a *app) printStatusJSON(now time.Time, locks []mongolock.LockInfo) error {
 	return enc.Encode(out)
 }
 
-func (a *app) printStatusTable(now time.Time, locks []mongolock.LockInfo, single bool, prefix string) {
+func (a *app) printStatusTable(now time.Time, locks []mongolock.LockInfo, retired map[string]bool, single bool, prefix string) {
 	if len(locks) == 0 {
 		switch {
 		case single:
@@ -183,6 +193,7 @@ func (a *app) printStatusTable(now time.Time, locks []mongolock.LockInfo, single
 	}
 	tw := tabwriter.NewWriter(a.io.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEY\tSTATE\tOWNER\tSINCE\tEXPIRES IN\tFENCE")
+	var notes []string
 	for _, l := range locks {
 		state := lockState(l, now)
 		owner, since, expires := "-", "-", "-"
@@ -198,6 +209,10 @@ func (a *app) printStatusTable(now time.Time, locks []mongolock.LockInfo, single
 			expires = "never"
 		case state == stateExpired:
 			expires = "expired " + fmtDuration(now.Sub(l.Expire)) + " ago"
+		case retired[l.Key]:
+			expires = fmtDuration(l.Expire.Sub(now)) + " (min-hold)"
+			notes = append(notes, fmt.Sprintf("%s: held until %s: its holder released it before its minimum hold time (--min-hold) ended; it cannot be renewed",
+				l.Key, fmtTime(l.Expire)))
 		default:
 			expires = fmtDuration(l.Expire.Sub(now))
 		}
@@ -208,4 +223,7 @@ func (a *app) printStatusTable(now time.Time, locks []mongolock.LockInfo, single
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", l.Key, state, owner, since, expires, fence)
 	}
 	_ = tw.Flush()
+	for _, n := range notes {
+		fmt.Fprintln(a.io.out, n)
+	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -46,7 +47,7 @@ func TestStatus(t *testing.T) {
 		if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
 			t.Fatalf("%v:\n%s", err, r.stdout)
 		}
-		if d := time.Since(got.ServerTime); d < -time.Minute || d > time.Minute {
+		if d := time.Since(got.ServerTime.Time()); d < -time.Minute || d > time.Minute {
 			t.Errorf("server_time %v is not now", got.ServerTime)
 		}
 		want := []struct {
@@ -79,9 +80,19 @@ func TestStatus(t *testing.T) {
 			}
 		}
 		// The documented field names, spelled as scripts use them.
-		for _, field := range []string{`"server_time"`, `"locks"`, `"key"`, `"state"`, `"owner"`, `"since"`, `"expires"`, `"expires_in_ms"`, `"fence"`} {
+		for _, field := range []string{`"server_time"`, `"locks"`, `"key"`, `"state"`, `"owner"`, `"since"`, `"expires"`, `"expires_in_ms"`, `"fence"`, `"min_hold"`} {
 			if !strings.Contains(r.stdout, field) {
 				t.Errorf("JSON lacks %s", field)
+			}
+		}
+		// Times in UTC with milliseconds, as the README shows them.
+		times := regexp.MustCompile(`"(server_time|since|expires)": "([^"]*)"`).FindAllStringSubmatch(r.stdout, -1)
+		if len(times) < 4 {
+			t.Errorf("too few times in:\n%s", r.stdout)
+		}
+		for _, m := range times {
+			if !regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`).MatchString(m[2]) {
+				t.Errorf("%s is %q, want UTC with milliseconds (2026-01-02T15:04:05.123Z)", m[1], m[2])
 			}
 		}
 	})
@@ -127,4 +138,39 @@ func TestStatus(t *testing.T) {
 			t.Errorf("want exit 0 and an empty list:\n%s", r)
 		}
 	})
+}
+
+// A lock its holder released before its minimum hold time ended is held
+// until then and cannot be renewed; status and run say so, not "expires
+// in 3s unless renewed".
+func TestStatusMinHold(t *testing.T) {
+	t.Parallel()
+	_, flags := server(t)
+	if r := runBinary(t, "", nil, args([]string{"run", "cron-job", "--min-hold", "10m"}, flags, []string{"--", "true"})...); r.code != 0 {
+		t.Fatal(r)
+	}
+
+	r := runBinary(t, "", nil, args([]string{"status", "cron-job"}, flags)...)
+	if r.code != 0 || !strings.Contains(r.stdout, "(min-hold)") || !regexp.MustCompile(`cron-job: held until \S+ \S+: its holder released it before its minimum hold time \(--min-hold\) ended; it cannot be renewed`).MatchString(r.stdout) {
+		t.Errorf("status: want the lock held until a time, not renewable:\n%s", r)
+	}
+
+	r = runBinary(t, "", nil, args([]string{"status", "cron-job", "--json"}, flags)...)
+	var got statusJSON
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || len(got.Locks) != 1 {
+		t.Fatalf("%v\n%s", err, r)
+	}
+	if l := got.Locks[0]; l.State != stateHeld || !l.MinHold || l.Expires == nil || *l.ExpiresInMS < 9*60*1000 {
+		t.Errorf("status --json: %+v, want held, min_hold, expiring in about 10m", l)
+	}
+
+	r = runBinary(t, "", nil, args([]string{"run", "cron-job"}, flags, []string{"--", "true"})...)
+	if r.code != exitConflict || !strings.Contains(r.stderr, "cannot be renewed") || strings.Contains(r.stderr, "unless renewed") {
+		t.Errorf("run: want exit 75 saying the lock is held until a time, not renewable:\n%s", r)
+	}
+
+	// An ordinary held lock is not min_hold.
+	if r := runBinary(t, "", nil, args([]string{"run", "plain"}, flags, []string{"--", "sh", "-c", `"$0" status plain --json "$@"`, binary}, flags)...); r.code != 0 || !strings.Contains(r.stdout, `"min_hold": false`) {
+		t.Errorf("a lock held by run: want min_hold false:\n%s", r)
+	}
 }

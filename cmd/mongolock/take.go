@@ -76,12 +76,11 @@ func (w *waitFlag) Set(s string) error {
 
 func (w *waitFlag) Type() string { return "duration" }
 
-// addFlags adds the flags of o to f; verb is what the command does while it
-// holds the lock ("the command runs", "the lock is held").
+// addFlags adds the flags of o to f.
 func (o *takeOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.key, "key", "", "the lock's key (or give it as the first argument)")
 	f.StringVar(&o.owner, "owner", "", "owner name recorded in the lock (default: host, pid and a random suffix)")
-	f.DurationVar(&o.expire, "expire", 30*time.Second, "the lock expires this long after its last renewal; it is renewed about every third of it")
+	f.DurationVar(&o.expire, "expire", 30*time.Second, "the lock expires this long after its last renewal; it is renewed about every third of it (too short for the server's round trip: a usage error)")
 	f.Var(&o.timeout, "timeout", "wait up to this long for the lock, connecting included (default 0: one attempt, safe for cron; -1: no limit; a bare number is seconds)")
 	f.VarP(&o.timeout, "wait", "w", "the same as --timeout (flock's name)")
 	f.BoolVarP(&o.nonblock, "nonblock", "n", false, "make one attempt and fail at once if the lock is held (the default; as flock -n)")
@@ -177,7 +176,7 @@ func (a *app) take(o *takeOptions, uri string, sigs <-chan os.Signal, what strin
 		if o.timeout.d > 0 {
 			cctx, ccancel = context.WithDeadline(ctx, start.Add(o.timeout.d))
 		}
-		c, err := a.connectURI(cctx, uri)
+		c, err := a.connectURI(cctx, uri, o.timeout.d)
 		ccancel()
 		if err != nil {
 			done <- result{err: err}
@@ -207,6 +206,16 @@ func (a *app) take(o *takeOptions, uri string, sigs <-chan os.Signal, what strin
 // tells a terminal who holds the lock, and with --verbose says that it
 // waits and how long it took.
 func (a *app) acquire(ctx context.Context, c *conn, o *takeOptions, start time.Time, what string) (*mongolock.Lease, error) {
+	// The server's clock, which every acquisition needs anyway: its error
+	// bound says how short an expiry can be.
+	_, bound, err := c.ServerTime(ctx)
+	if err != nil {
+		return nil, failure(fmt.Errorf("reading the server's clock: %w", err))
+	}
+	if least := minExpire(bound); o.expire < least {
+		return nil, usageError("--expire %s is too short for the server's round trip: with the server's clock known to ±%s through it, "+
+			"the lock would expire before it could be renewed; %s. Give at least %s (seconds leave room for pauses)", o.expire, fmtDuration(bound), what, fmtDuration(least))
+	}
 	opts := o.lockOptions()
 	l, err := c.TryAcquire(ctx, o.key, opts...)
 	var locked *mongolock.LockedError
@@ -236,6 +245,11 @@ func (a *app) acquire(ctx context.Context, c *conn, o *takeOptions, start time.T
 			return nil, exitWith(o.conflictExit, nil)
 		}
 		return nil, exitWith(o.conflictExit, fmt.Errorf("%s; %s", describeHolder(ctx, c.Client, locked), what))
+	case errors.Is(err, mongolock.ErrLost):
+		// Taken and given back at once: the reply came after the lock's
+		// deadline. A longer round trip than the estimate said.
+		return nil, usageError("--expire %s is too short for the server's round trip: the lock had expired before the server's reply arrived (%s); %s",
+			o.expire, message(err), what)
 	case err != nil:
 		return nil, failure(err)
 	}
@@ -245,6 +259,23 @@ func (a *app) acquire(ctx context.Context, c *conn, o *takeOptions, start time.T
 	}
 	return l, nil
 }
+
+// shortExpiry says, after a lock was lost, that its expiry left little
+// room for delays, if it did.
+func shortExpiry(expire time.Duration) string {
+	if expire >= time.Second {
+		return ""
+	}
+	return fmt.Sprintf(" (--expire %s leaves little room for delays: give it seconds)", expire)
+}
+
+// minExpire is the shortest --expire a lock can be kept with, given the
+// error bound of the server-clock estimate (about half the round trip):
+// the lock is renewed a third of the way through its expiry, and that
+// renewal's round trip (up to twice the bound) must end before the local
+// deadline (the expiry less the bound). That needs more than 4.5 bounds;
+// 10 leaves room for a round trip slower than the best one measured.
+func minExpire(bound time.Duration) time.Duration { return 10 * bound }
 
 // describeHolder says who holds a lock, since when and until when.
 func describeHolder(ctx context.Context, c *mongolock.Client, e *mongolock.LockedError) string {
@@ -259,6 +290,8 @@ func describeHolder(ctx context.Context, c *mongolock.Client, e *mongolock.Locke
 	switch {
 	case e.Expires.IsZero() && !e.Since.IsZero():
 		b.WriteString(", and never expires")
+	case !e.Expires.IsZero() && isMinHeld(ctx, c, e.Key):
+		fmt.Fprintf(&b, ", until %s: its holder released it before its minimum hold time (--min-hold) ended, and it cannot be renewed", fmtTime(e.Expires))
 	case !e.Expires.IsZero():
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
@@ -300,7 +333,12 @@ func (a *app) showWaiting(ctx context.Context, c *mongolock.Client, key string, 
 					line += ", never expires"
 				default:
 					if now, _, err := c.ServerTime(ctx); err == nil {
-						line += ", expires in " + fmtDuration(info.Expire.Sub(now).Truncate(100*time.Millisecond))
+						in := fmtDuration(info.Expire.Sub(now).Truncate(100 * time.Millisecond))
+						if isMinHeld(ctx, c, key) {
+							line += ", held for its minimum hold time, " + in + " more"
+						} else {
+							line += ", expires in " + in
+						}
 					}
 				}
 			}

@@ -59,7 +59,7 @@ first line only.
   {"version": "v1.2.0", "revision": "", "modified": false,
    "driver": "v2.10.0", "go": "go1.26.8", "platform": "linux/amd64"}
 
-Exit code: 0.`,
+Exit codes: 0; 2 for a usage error.`,
 		Example: `  mongolock version
   mongolock --version
   mongolock version --json | jq -r .version`,
