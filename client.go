@@ -14,6 +14,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/auth"
 )
 
 // Client takes and releases locks stored in one MongoDB collection. It is
@@ -60,8 +61,10 @@ type heldLock struct {
 // Connect connects to the MongoDB deployment at uri and returns a Client
 // that owns the connection; Close disconnects it. It checks that the server
 // answers before returning, so an unreachable server is an error within
-// ctx's deadline (or the driver's server selection timeout). Errors never
-// show the URI's password.
+// ctx's deadline (or the driver's server selection timeout, 30s unless the
+// URI's serverSelectionTimeoutMS says otherwise), and refused credentials
+// are reported as an authentication failure. Errors never show the URI's
+// password.
 func Connect(ctx context.Context, uri string, opts ...Option) (*Client, error) {
 	if uri == "" {
 		return nil, argError("uri", "must not be empty (a MongoDB connection string such as mongodb://localhost:27017)")
@@ -76,6 +79,9 @@ func Connect(ctx context.Context, uri string, opts ...Option) (*Client, error) {
 	}
 	if err := mc.Ping(ctx, readpref.Primary()); err != nil {
 		_ = mc.Disconnect(context.WithoutCancel(ctx))
+		if isAuthError(err) {
+			return nil, fmt.Errorf("mongolock: authentication to %s failed (wrong user, password or mechanism?): %w", RedactURI(uri), redactErr(err, uri))
+		}
 		return nil, fmt.Errorf("mongolock: server %s is unreachable: %w", RedactURI(uri), redactErr(ctxFail(ctx, err), uri))
 	}
 	c, err := New(mc, opts...)
@@ -337,7 +343,10 @@ func RedactURI(uri string) string {
 var userInfoPattern = regexp.MustCompile(`([^:/@\s]*):[^@\s/]+@`)
 
 // redactErr makes sure an error from the driver does not carry uri's
-// password in its text.
+// password in its text. A password of a few characters is hidden only where
+// it stands as one (user:password@, or alone between separators): hiding
+// every occurrence of a short string would mangle the message without
+// protecting anything more.
 func redactErr(err error, uri string) error {
 	u, perr := url.Parse(uri)
 	if perr != nil || u.User == nil {
@@ -356,6 +365,17 @@ func redactErr(err error, uri string) error {
 	return err
 }
 
+// isAuthError reports whether err is the server's or the driver's refusal
+// of the credentials.
+func isAuthError(err error) bool {
+	var ce mongo.CommandError
+	if errors.As(err, &ce) && (ce.Code == 18 || ce.Name == "AuthenticationFailed") {
+		return true
+	}
+	var ae *auth.Error
+	return errors.As(err, &ae)
+}
+
 type redactedError struct {
 	err     error
 	secrets []string
@@ -364,9 +384,18 @@ type redactedError struct {
 func (e *redactedError) Error() string {
 	msg := e.err.Error()
 	for _, s := range e.secrets {
-		msg = strings.ReplaceAll(msg, s, "xxxxx")
+		if len(s) >= minRedactAnywhere {
+			msg = strings.ReplaceAll(msg, s, "xxxxx")
+			continue
+		}
+		// Short: only where it stands as a word of its own.
+		msg = regexp.MustCompile(`(^|[^A-Za-z0-9])`+regexp.QuoteMeta(s)+`($|[^A-Za-z0-9])`).ReplaceAllString(msg, "${1}xxxxx${2}")
 	}
 	return msg
 }
+
+// minRedactAnywhere is the shortest password hidden wherever it occurs in
+// an error message; a shorter one is hidden where it stands as a word.
+const minRedactAnywhere = 4
 
 func (e *redactedError) Unwrap() error { return e.err }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -38,6 +39,10 @@ type LockInfo struct {
 	Created time.Time // when the holder took it; zero when released
 	Expire  time.Time // when it expires; zero if it never does (or is released)
 	Fence   int64     // fencing token of the latest acquisition; 0 if none
+
+	// InMinHold says its holder released it before its MinHold had passed:
+	// it stays held until Expire, and nobody can renew it.
+	InMinHold bool
 
 	// The recipes (docs/DESIGN.md, "Beyond the mutex"). For a semaphore or
 	// a shared lock, Locked, Owner ("*semaphore" or "*shared"), Created and
@@ -132,6 +137,7 @@ func decodeLock(key string, raw bson.Raw) (*lockDoc, error) {
 	if d.token, err = optString(raw, fieldToken); err != nil {
 		return nil, bad(fieldToken, err.Error())
 	}
+	d.InMinHold = d.Locked && strings.HasSuffix(d.token, heldSuffix)
 	if d.Created, err = optTime(raw, fieldCreated); err != nil {
 		return nil, bad(fieldCreated, err.Error())
 	}

@@ -504,3 +504,17 @@ func FuzzRedactURI(f *testing.F) {
 		}
 	})
 }
+
+// TestRedactShortPassword: a password of a character or two is hidden where
+// it stands as a word, without mangling every word that contains it.
+func TestRedactShortPassword(t *testing.T) {
+	err := redactErr(errors.New("connection() error: server selection: unreachable; auth as u with p failed"), "mongodb://u:p@host")
+	got := err.Error()
+	if want := "connection() error: server selection: unreachable; auth as u with xxxxx failed"; got != want {
+		t.Fatalf("redacted %q; want %q", got, want)
+	}
+	long := redactErr(errors.New("bad password s3cret-pw in s3cret-pwd"), "mongodb://u:s3cret-pw@host").Error()
+	if strings.Contains(long, "s3cret-pw") {
+		t.Fatalf("a long password is shown: %q", long)
+	}
+}

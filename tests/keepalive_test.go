@@ -274,6 +274,9 @@ func TestMinHold(t *testing.T) {
 	if _, err := other.TryAcquire(ctx, "cron"); !errors.Is(err, mongolock.ErrLocked) {
 		t.Fatalf("TryAcquire right after a MinHold release: %v; want ErrLocked", err)
 	}
+	if info := mustInfo(t, c, "cron"); !info.InMinHold || !info.Locked {
+		t.Fatalf("Info during the minimum hold: %+v; want Locked and InMinHold", info)
+	}
 	if err := l.Renew(ctx, time.Hour); !errors.Is(err, mongolock.ErrNotHeld) {
 		t.Fatalf("Renew after a MinHold release: %v; want ErrNotHeld", err)
 	}

@@ -185,3 +185,21 @@ func TestWrongShapeDocument(t *testing.T) {
 }
 
 func bytesEqual(a, b bson.Raw) bool { return string(a) == string(b) }
+
+// TestConnectAuthenticationFailure: refused credentials are reported as an
+// authentication failure, not as an unreachable server, and without the
+// password. (The embedded test server refuses every SCRAM login.)
+func TestConnectAuthenticationFailure(t *testing.T) {
+	srv := mongolocktest.Start(t)
+	if !srv.Embedded() {
+		t.Skip("needs the embedded server, which refuses every login")
+	}
+	uri := strings.Replace(srv.URI(), "mongodb://", "mongodb://someone:s3cret-pw@", 1)
+	_, err := mongolock.Connect(testCtx(t), uri)
+	if err == nil {
+		t.Fatal("Connect with credentials the server refuses succeeded")
+	}
+	if msg := err.Error(); !strings.Contains(msg, "authentication") || strings.Contains(msg, "unreachable") || strings.Contains(msg, "s3cret-pw") {
+		t.Fatalf("error %q; want an authentication failure, without the password", msg)
+	}
+}

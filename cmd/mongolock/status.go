@@ -120,16 +120,7 @@ usage error.`,
 			if err != nil {
 				return failure(fmt.Errorf("reading the server's clock: %w", err))
 			}
-			var heldKeys []string
-			for _, l := range locks {
-				if lockState(l, now) == stateHeld {
-					heldKeys = append(heldKeys, l.Key)
-				}
-			}
-			retired, err := minHeld(ctx, c.Client, heldKeys)
-			if err != nil {
-				return failure(err)
-			}
+			retired := minHeld(locks)
 
 			if asJSON {
 				if err := a.printStatusJSON(now, locks, retired); err != nil {
