@@ -230,7 +230,7 @@ func TestCollectionFromEnvironment(t *testing.T) {
 // their exit codes.
 func TestHelp(t *testing.T) {
 	t.Parallel()
-	for _, cmd := range []string{"run", "lock", "status", "release", "devserver", "demo", "doctor", "version", "completion", "man"} {
+	for _, cmd := range []string{"run", "elect", "lock", "status", "release", "devserver", "demo", "doctor", "version", "completion", "man"} {
 		t.Run(cmd, func(t *testing.T) {
 			code, stdout, stderr := runInProcess(nil, cmd, "--help")
 			if code != 0 {
@@ -262,7 +262,7 @@ func TestTypos(t *testing.T) {
 		{[]string{"status", "--jsno"}, []string{"did you mean --json?"}},
 		{[]string{"status", "--databse", "x"}, []string{"did you mean --database?"}},
 		{[]string{"run", "k", "ls", "-l"}, []string{"the command and its own flags go after --"}},
-		{nil, []string{"no command given", "commands: completion, demo, devserver, doctor, lock, man, release, run, status, version"}},
+		{nil, []string{"no command given", "commands: completion, demo, devserver, doctor, elect, lock, man, release, run, status, version"}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
