@@ -264,7 +264,10 @@ func (a *app) acquire(ctx context.Context, c *conn, o *takeOptions, start time.T
 			"the lock would expire before it could be renewed; %s. Give at least %s (seconds leave room for pauses)", o.expire, fmtDuration(bound), what, fmtDuration(least))
 	}
 	l, err := o.tryTake(ctx, c.Client)
-	var locked *mongolock.LockedError
+	var (
+		locked   *mongolock.LockedError
+		mismatch *mongolock.LimitError
+	)
 	wait := o.timeout.d - time.Since(start) // what is left of --timeout after connecting
 	if errors.As(err, &locked) && (o.timeout.forever || wait > 0) {
 		if o.verbose {
@@ -291,6 +294,8 @@ func (a *app) acquire(ctx context.Context, c *conn, o *takeOptions, start time.T
 			return nil, exitWith(o.conflictExit, nil)
 		}
 		return nil, exitWith(o.conflictExit, fmt.Errorf("%s; %s", o.describeHolder(ctx, c.Client, locked), what))
+	case errors.As(err, &mismatch):
+		return nil, exitWith(exitUsage, fmt.Errorf("%s; %s", o.describeMismatch(mismatch), what))
 	case errors.Is(err, mongolock.ErrLost):
 		// Taken and given back at once: the reply came after the lock's
 		// deadline. A longer round trip than the estimate said.
@@ -348,6 +353,27 @@ func describeHolder(ctx context.Context, c *mongolock.Client, e *mongolock.Locke
 	}
 	b.WriteString(expiryNote(ctx, c, e))
 	return b.String()
+}
+
+// describeMismatch says that the key o asks for is held as another kind
+// of lock than o asks for (a semaphore of another limit, a shared lock,
+// an exclusive one).
+func (o *takeOptions) describeMismatch(e *mongolock.LimitError) string {
+	kind := func(n int) string {
+		switch n {
+		case 0:
+			return "a shared lock (--shared)"
+		case 1:
+			return "an exclusive lock"
+		}
+		return fmt.Sprintf("a semaphore of %d (--limit %d)", n, n)
+	}
+	asked := kind(e.Asked)
+	if o.election {
+		asked = "an election"
+	}
+	return fmt.Sprintf("the key %q is held as %s by %q (and maybe others), not as %s: every holder of a key must ask for the same kind of lock (--limit, --shared)",
+		e.Key, kind(e.Held), e.Owner, asked)
 }
 
 // expiryNote says when the lock e names expires: ", expires in 29.9s
