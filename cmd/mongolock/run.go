@@ -79,6 +79,15 @@ for any command: Ctrl-Z suspends COMMAND and mongolock, fg and bg resume
 them. The lock is not renewed while they are suspended: after longer than
 --expire it is lost, and COMMAND is killed instead of resumed (exit 70).
 
+--limit N makes the lock a semaphore: up to N commands hold it at once,
+each with its own token and fence (as consul lock -n). --shared (-s) takes
+a reader's share (as flock -s): readers hold it together, and a run
+without --shared (a writer) waits until they have left, while readers that
+come after a waiting writer queue behind it. Every holder of a key must
+ask for the same kind: another --limit, or --shared where the holders took
+a semaphore, is a usage error (exit 2). "mongolock status KEY" shows each
+holder.
+
 If the lock is lost while COMMAND runs (it could not be renewed in time, or
 an operator force-released it), COMMAND gets SIGTERM, and SIGKILL (with all
 it started) --kill-grace later; mongolock then exits 70.
@@ -99,7 +108,8 @@ Exit codes: COMMAND's own; 128+N if signal N killed it (or its supervising
 process; or N interrupted the wait for the lock); 75 (or
 --conflict-exit-code) if the lock was not acquired; 70 if the lock was lost
 while COMMAND ran or was suspended; 126/127 if COMMAND could not be executed
-/ was not found; 2 for a usage error; 1 if the server could not be used.`,
+/ was not found; 2 for a usage error (also when the key is held as another
+kind of lock: --limit, --shared); 1 if the server could not be used.`,
 		Example: `  # Run the nightly report on one machine only; others exit 75 at once.
   mongolock run nightly-report -- ./report.sh --full
 
@@ -111,7 +121,14 @@ while COMMAND ran or was suspended; 126/127 if COMMAND could not be executed
   mongolock run deploy -w -1 --shell -- 'deploy --fence "$MONGOLOCK_FENCE"'
 
   # In a cron job where "already running" is not an error.
-  mongolock run sync -n -E 0 --quiet -- ./sync.sh`,
+  mongolock run sync -n -E 0 --quiet -- ./sync.sh
+
+  # At most 3 encoders at once, across machines; wait up to an hour for a slot.
+  mongolock run encoders --limit 3 -w 1h -- ./encode.sh
+
+  # Readers share the catalog; a writer (no --shared) waits for them.
+  mongolock run catalog --shared -w 5m -- ./read-catalog.sh
+  mongolock run catalog -w 5m -- ./rebuild-catalog.sh`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			dash := cmd.ArgsLenAtDash()
 			key := "KEY"
