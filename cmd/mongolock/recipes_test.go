@@ -441,6 +441,26 @@ func TestElectCommand(t *testing.T) {
 		}
 	})
 
+	t.Run("kept alive", func(t *testing.T) {
+		p := startBinary(t, nil, args([]string{"elect", "alive", "--expire", "1s"}, flags, []string{"--", "sh", "-c", "echo ready; sleep 2.5"})...)
+		p.stdout.waitFor(t, "ready", 60*time.Second)
+		first, err := c.Election("alive").Leader(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Without renewals the leadership would be gone 1s after it was
+		// taken. (It resigns when the command ends: stop looking before.)
+		for ready := time.Now(); time.Since(ready) < 2200*time.Millisecond; time.Sleep(200 * time.Millisecond) {
+			info, err := c.Election("alive").Leader(testCtx(t))
+			if err != nil || info != first {
+				t.Fatalf("%v after the command started: leader %+v, %v; want %+v throughout", time.Since(ready), info, err, first)
+			}
+		}
+		if r := p.wait(t, 60*time.Second); r.code != 0 {
+			t.Errorf("want exit 0:\n%s", r)
+		}
+	})
+
 	t.Run("default value", func(t *testing.T) {
 		r := runBinary(t, "", nil, args([]string{"elect", "plain"}, flags, []string{"--shell", "--", `echo "$MONGOLOCK_VALUE|$MONGOLOCK_OWNER"`})...)
 		v, owner, _ := strings.Cut(strings.TrimSpace(r.stdout), "|")
