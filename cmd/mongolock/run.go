@@ -225,9 +225,9 @@ func (a *app) runHeld(cmd *cobra.Command, o *runOptions, argv []string) error {
 	return nil
 }
 
-// heartbeat is how often "run" (and "elect") passes the lease's deadline on to the
-// supervisor's watchdog (the deadline moves at each renewal, about every
-// third of --expire).
+// heartbeat is how often "run" (and "elect") passes the lease's deadline
+// on to the supervisor's watchdog (the deadline moves at each renewal,
+// about every third of --expire).
 func heartbeat(expire time.Duration) time.Duration {
 	return min(max(expire/10, 10*time.Millisecond), 500*time.Millisecond)
 }

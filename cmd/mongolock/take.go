@@ -422,7 +422,16 @@ func (a *app) showWaiting(ctx context.Context, c *mongolock.Client, o *takeOptio
 			case <-t.C:
 			}
 			line := fmt.Sprintf("mongolock: waiting %s %s", fmtDuration(time.Since(start).Truncate(time.Second)), waitingFor)
-			if info, err := c.Info(ctx, o.key); err == nil && info.Locked {
+			info, err := c.Info(ctx, o.key)
+			switch {
+			case err != nil || !info.Locked:
+			case info.Limit > 0:
+				// A semaphore's or readers' own owner is "*semaphore" or
+				// "*shared": say how many hold it instead.
+				line += fmt.Sprintf(": held by %s (limit %d)", plural(len(info.Holders()), "holder"), info.Limit)
+			case info.Shared:
+				line += ": held by " + plural(len(info.Holders()), "reader")
+			default:
 				line += fmt.Sprintf(": %s %q", heldBy, info.Owner)
 				switch {
 				case info.Expire.IsZero():
