@@ -71,7 +71,7 @@ type waiterJSON struct {
 const (
 	kindExclusive = "exclusive"
 	kindSemaphore = "semaphore" // run --limit N
-	kindShared    = "shared"    // run --shared, and the writers that exclude its readers
+	kindShared    = "shared"    // run --shared: readers (a writer holds the key as an exclusive lock)
 	kindElection  = "election"  // elect
 )
 
