@@ -266,15 +266,15 @@ func (a *app) observe(cmd *cobra.Command, o *electOptions) error {
 	if err != nil {
 		return err
 	}
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel, below
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, forwarded...)
 	defer signal.Stop(sigs)
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	wg.Add(1)
-	go func() { // owned by observe: ends with ctx, which the defers cancel
+	go func() { // owned by observe: ends with ctx, which its return cancels
 		defer wg.Done()
 		select {
 		case <-sigs:

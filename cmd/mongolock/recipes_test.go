@@ -491,6 +491,13 @@ func TestElectCommand(t *testing.T) {
 		}
 	})
 
+	t.Run("observe without a server", func(t *testing.T) {
+		r := runBinary(t, "", nil, "elect", "watched", "--observe", "--uri", refusedURI(t), "--connect-timeout", "1s")
+		if r.code != exitFailure || !strings.Contains(r.stderr, "no answer") {
+			t.Errorf("want exit %d saying the server did not answer:\n%s", exitFailure, r)
+		}
+	})
+
 	t.Run("signal while waiting", func(t *testing.T) {
 		l, err := c.Election("taken").Campaign(testCtx(t), "other")
 		if err != nil {
