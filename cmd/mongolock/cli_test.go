@@ -56,6 +56,18 @@ func TestUsageErrors(t *testing.T) {
 		{"run with a negative kill grace", []string{"run", "--key", key, "--kill-grace", "-1s", "--", "true"}, "--kill-grace"},
 		{"run with an exit code out of range", []string{"run", "--key", key, "-E", "300", "--", "true"}, "between 0 and 255"},
 		{"run with an empty key", []string{"run", "--key", "", "--", "true"}, "the lock key must not be empty"},
+		{"elect without a name", []string{"elect", "--", "true"}, "no election name given"},
+		{"elect without a command", []string{"elect", key}, "no command given"},
+		{"elect without --", []string{"elect", key, "echo", "hi"}, "mongolock elect " + key + " -- echo hi"},
+		{"elect with two names", []string{"elect", key, "other", "--", "true"}, `unexpected argument "other"`},
+		{"elect with an empty name", []string{"elect", "", "--", "true"}, "must not be empty"},
+		{"elect with an empty value", []string{"elect", key, "--value", "", "--", "true"}, "--value must not be empty"},
+		{"elect with -n and a wait", []string{"elect", key, "-n", "--timeout", "5s", "--", "true"}, "not both"},
+		{"elect with --min-hold", []string{"elect", key, "--min-hold", "1m", "--", "true"}, "unknown flag: --min-hold"},
+		{"elect with --json", []string{"elect", key, "--json", "--", "true"}, "--json is for --observe"},
+		{"elect --observe with a command", []string{"elect", key, "--observe", "--", "true"}, "--observe runs no command"},
+		{"elect --observe with --value", []string{"elect", key, "--observe", "--value", "v"}, "--value: not with --observe"},
+		{"elect --observe without a name", []string{"elect", "--observe"}, "no election name given"},
 		{"a zero connect timeout", []string{"status", "--connect-timeout", "0s"}, "--connect-timeout must be positive"},
 		{"status with two keys", []string{"status", key, "other"}, "at most one KEY"},
 		{"status with key and prefix", []string{"status", key, "--prefix", "p"}, "not both"},
@@ -230,7 +242,7 @@ func TestCollectionFromEnvironment(t *testing.T) {
 // their exit codes.
 func TestHelp(t *testing.T) {
 	t.Parallel()
-	for _, cmd := range []string{"run", "lock", "status", "release", "devserver", "demo", "doctor", "version", "completion", "man"} {
+	for _, cmd := range []string{"run", "elect", "lock", "status", "release", "devserver", "demo", "doctor", "version", "completion", "man"} {
 		t.Run(cmd, func(t *testing.T) {
 			code, stdout, stderr := runInProcess(nil, cmd, "--help")
 			if code != 0 {
@@ -262,7 +274,7 @@ func TestTypos(t *testing.T) {
 		{[]string{"status", "--jsno"}, []string{"did you mean --json?"}},
 		{[]string{"status", "--databse", "x"}, []string{"did you mean --database?"}},
 		{[]string{"run", "k", "ls", "-l"}, []string{"the command and its own flags go after --"}},
-		{nil, []string{"no command given", "commands: completion, demo, devserver, doctor, lock, man, release, run, status, version"}},
+		{nil, []string{"no command given", "commands: completion, demo, devserver, doctor, elect, lock, man, release, run, status, version"}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

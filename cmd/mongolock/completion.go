@@ -68,11 +68,11 @@ Exit codes: 0; 2 for a usage error (no shell, or one it does not know).`,
 // completeKey completes a command's KEY argument with the keys of the
 // locks on the server (--uri or $MONGOLOCK_URI) that start with what was
 // typed, if the server answers within completionTimeout; never with file
-// names. Once the key is given, run's command follows: the shell
-// completes it as usual.
+// names. Once the key is given, the command of run and elect follows: the
+// shell completes it as usual.
 func (a *app) completeKey(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 	if len(args) > 0 || cmd.Flags().Changed("key") {
-		if cmd.Name() == "run" {
+		if cmd.Name() == "run" || cmd.Name() == "elect" {
 			return nil, cobra.ShellCompDirectiveDefault
 		}
 		return nil, cobra.ShellCompDirectiveNoFileComp

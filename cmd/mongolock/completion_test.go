@@ -47,8 +47,10 @@ func TestCompletion(t *testing.T) {
 		{args([]string{"run"}, flags, []string{"o"}), []string{"other"}, ":4"},
 		{args([]string{"lock"}, flags, []string{"jobs/b"}), []string{"jobs/b"}, ":4"},
 		{args([]string{"run"}, flags, []string{"other", "--", ""}), nil, ":0"}, // the command: the shell's own completion
-		{args([]string{"status"}, flags, []string{"other", ""}), nil, ":4"},    // one key only
-		{[]string{"status", "--uri", refusedURI(t), ""}, nil, ":4"},            // no server: nothing, and no file names
+		{args([]string{"elect"}, flags, []string{"jobs/a"}), []string{"jobs/a"}, ":4"},
+		{args([]string{"elect"}, flags, []string{"other", "--", ""}), nil, ":0"},
+		{args([]string{"status"}, flags, []string{"other", ""}), nil, ":4"}, // one key only
+		{[]string{"status", "--uri", refusedURI(t), ""}, nil, ":4"},         // no server: nothing, and no file names
 		{[]string{"completion", ""}, []string{"bash", "zsh", "fish"}, ":4"},
 	}
 	for _, tt := range tests {

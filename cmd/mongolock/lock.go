@@ -51,7 +51,7 @@ a script starts with &), it is not watched: then only a signal ends lock.
 
 The lock is taken as "mongolock run" takes it: one attempt by default
 (exit 75, or -E, if held), --timeout/-w to wait, --expire, --min-hold,
---owner. If the lock is lost while held (it could not be renewed in time,
+--owner, --limit (a semaphore), --shared (a reader). If the lock is lost while held (it could not be renewed in time,
 or an operator force-released it), lock says so and exits 70 at once: check
 on it (kill -0, wait) before each step that must not overlap with the next
 holder's, or pass the fence along.
@@ -59,7 +59,8 @@ holder's, or pass the fence along.
 Exit codes: 0 once released after a signal or the end of standard input;
 75 (or --conflict-exit-code) if the lock is held by someone else; 70 if the
 lock was lost while held; 128+N if signal N interrupted the wait for the
-lock; 2 for a usage error; 1 if the server could not be used (to take the
+lock; 2 for a usage error (also when the key is held as another kind of
+lock: --limit, --shared); 1 if the server could not be used (to take the
 lock, or to release it: it then expires --expire after its last renewal).`,
 		Example: `  # In a bash script: hold the lock while several steps run, as a coprocess
   # whose standard input is the script's: it is released when the script

@@ -16,16 +16,17 @@ import (
 	"github.com/mongolock/mongolock"
 )
 
-// Exit codes shared by the commands. A command run by "mongolock run" adds
-// its own: the child's exit status, 128+n when a signal n killed it.
+// Exit codes shared by the commands. A command run by "mongolock run" (or
+// "elect") adds its own: the child's exit status, 128+n when a signal n
+// killed it.
 const (
 	exitOK         = 0
 	exitFailure    = 1   // the operation failed: server unreachable, lock not held, deployment unsafe
 	exitUsage      = 2   // bad flags or arguments, unknown command, no server given
-	exitLost       = 70  // run: the lock was lost while the command ran (EX_SOFTWARE)
-	exitConflict   = 75  // run: the lock is held by someone else (EX_TEMPFAIL), see --conflict-exit-code
-	exitCannotExec = 126 // run: the command exists but cannot be executed
-	exitNotFound   = 127 // run: the command was not found
+	exitLost       = 70  // run, elect: the lock (leadership) was lost while the command ran (EX_SOFTWARE)
+	exitConflict   = 75  // run, elect: the lock is held (another candidate leads) (EX_TEMPFAIL), see --conflict-exit-code
+	exitCannotExec = 126 // run, elect: the command exists but cannot be executed
+	exitNotFound   = 127 // run, elect: the command was not found
 )
 
 // Environment variables read when the flags of the same names are absent.
@@ -200,8 +201,13 @@ func flagError(cmd *cobra.Command, err error) error {
 	}
 	name, unknown := strings.CutPrefix(err.Error(), "unknown flag: --")
 	if !unknown {
-		if strings.HasPrefix(err.Error(), "unknown shorthand flag") && cmd.Name() == "run" {
-			return usageError("%v; the command and its own flags go after --, as in: mongolock run KEY -- COMMAND [ARG...]", err)
+		if strings.HasPrefix(err.Error(), "unknown shorthand flag") {
+			switch cmd.Name() {
+			case "run":
+				return usageError("%v; the command and its own flags go after --, as in: mongolock run KEY -- COMMAND [ARG...]", err)
+			case "elect":
+				return usageError("%v; the command and its own flags go after --, as in: mongolock elect NAME -- COMMAND [ARG...]", err)
+			}
 		}
 		return &exitError{code: exitUsage, err: err, usage: true}
 	}
@@ -257,9 +263,10 @@ func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "mongolock",
 		Short: "Distributed locks kept in MongoDB",
-		Long: `mongolock runs commands under a distributed lock kept in MongoDB, holds
-locks for shell scripts, shows and clears locks, checks whether a deployment
-is safe for locking, and runs a local MongoDB-compatible server and a
+		Long: `mongolock runs commands under a distributed lock kept in MongoDB (also a
+semaphore or a shared lock) or while leading an election, holds locks for
+shell scripts, shows and clears locks, checks whether a deployment is safe
+for locking, and runs a local MongoDB-compatible server and a
 demonstration.
 
 The server comes from --uri, or from the MONGOLOCK_URI environment variable
@@ -310,6 +317,7 @@ processes sharing one lock.`,
 
 	root.AddCommand(
 		a.runCommand(),
+		a.electCommand(),
 		a.lockCommand(),
 		a.statusCommand(),
 		a.releaseCommand(),
@@ -323,7 +331,7 @@ processes sharing one lock.`,
 	)
 	for _, c := range root.Commands() {
 		switch c.Name() {
-		case "run", "lock", "status", "release":
+		case "run", "elect", "lock", "status", "release":
 			c.ValidArgsFunction = a.completeKey
 		}
 	}

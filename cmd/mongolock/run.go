@@ -12,16 +12,20 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/mongolock/mongolock"
 )
 
-// Environment variables "mongolock run" gives the command.
+// Environment variables "mongolock run" and "mongolock elect" give the
+// command; "elect" adds envTerm and envValue.
 const (
 	envKey   = "MONGOLOCK_KEY"
 	envOwner = "MONGOLOCK_OWNER"
 	envToken = "MONGOLOCK_TOKEN"
 	envFence = "MONGOLOCK_FENCE"
+	envTerm  = "MONGOLOCK_TERM"  // elect: the leader's term, which is its fence
+	envValue = "MONGOLOCK_VALUE" // elect: the leader's value (--value)
 )
 
 // releaseTimeout bounds the release after the command exits;
@@ -31,10 +35,11 @@ const (
 	lostReleaseTimeout = 2 * time.Second
 )
 
-// forwarded are the signals "run" passes on to the command.
+// forwarded are the signals "run" and "elect" pass on to the command.
 var forwarded = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}
 
-// runOptions are the flags of "run".
+// runOptions are the flags of "run", and of "elect", which runs its
+// command as "run" does.
 type runOptions struct {
 	takeOptions
 	killGrace time.Duration
@@ -74,6 +79,15 @@ for any command: Ctrl-Z suspends COMMAND and mongolock, fg and bg resume
 them. The lock is not renewed while they are suspended: after longer than
 --expire it is lost, and COMMAND is killed instead of resumed (exit 70).
 
+--limit N makes the lock a semaphore: up to N commands hold it at once,
+each with its own token and fence (as consul lock -n). --shared (-s) takes
+a reader's share (as flock -s): readers hold it together, and a run
+without --shared (a writer) waits until they have left, while readers that
+come after a waiting writer queue behind it. Every holder of a key must
+ask for the same kind: another --limit, or --shared where the holders took
+a semaphore, is a usage error (exit 2). "mongolock status KEY" shows each
+holder.
+
 If the lock is lost while COMMAND runs (it could not be renewed in time, or
 an operator force-released it), COMMAND gets SIGTERM, and SIGKILL (with all
 it started) --kill-grace later; mongolock then exits 70.
@@ -94,7 +108,8 @@ Exit codes: COMMAND's own; 128+N if signal N killed it (or its supervising
 process; or N interrupted the wait for the lock); 75 (or
 --conflict-exit-code) if the lock was not acquired; 70 if the lock was lost
 while COMMAND ran or was suspended; 126/127 if COMMAND could not be executed
-/ was not found; 2 for a usage error; 1 if the server could not be used.`,
+/ was not found; 2 for a usage error (also when the key is held as another
+kind of lock: --limit, --shared); 1 if the server could not be used.`,
 		Example: `  # Run the nightly report on one machine only; others exit 75 at once.
   mongolock run nightly-report -- ./report.sh --full
 
@@ -106,7 +121,14 @@ while COMMAND ran or was suspended; 126/127 if COMMAND could not be executed
   mongolock run deploy -w -1 --shell -- 'deploy --fence "$MONGOLOCK_FENCE"'
 
   # In a cron job where "already running" is not an error.
-  mongolock run sync -n -E 0 --quiet -- ./sync.sh`,
+  mongolock run sync -n -E 0 --quiet -- ./sync.sh
+
+  # At most 3 encoders at once, across machines; wait up to an hour for a slot.
+  mongolock run encoders --limit 3 -w 1h -- ./encode.sh
+
+  # Readers share the catalog; a writer (no --shared) waits for them.
+  mongolock run catalog --shared -w 5m -- ./read-catalog.sh
+  mongolock run catalog -w 5m -- ./rebuild-catalog.sh`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			dash := cmd.ArgsLenAtDash()
 			key := "KEY"
@@ -129,14 +151,19 @@ while COMMAND ran or was suspended; 126/127 if COMMAND could not be executed
 			if err := o.validate(cmd); err != nil {
 				return err
 			}
-			return a.runLocked(cmd, o, args[cmd.ArgsLenAtDash():])
+			return a.runHeld(cmd, o, args[cmd.ArgsLenAtDash():])
 		},
 	}
 	f := cmd.Flags()
 	o.addFlags(f)
+	o.addRunFlags(f)
+	return cmd
+}
+
+// addRunFlags adds the flags that say how the command runs.
+func (o *runOptions) addRunFlags(f *pflag.FlagSet) {
 	f.DurationVar(&o.killGrace, "kill-grace", 5*time.Second, "time between SIGTERM and SIGKILL when the command must stop (the lock was lost), and for what it leaves running")
 	f.BoolVar(&o.shell, "shell", false, `run the command through "sh -c" (its words joined by spaces)`)
-	return cmd
 }
 
 func (o *runOptions) validate(cmd *cobra.Command) error {
@@ -149,9 +176,10 @@ func (o *runOptions) validate(cmd *cobra.Command) error {
 	return nil
 }
 
-// runLocked is "mongolock run": acquire, run the command, watch the lease,
-// release.
-func (a *app) runLocked(cmd *cobra.Command, o *runOptions, argv []string) error {
+// runHeld is "mongolock run" and "mongolock elect": take the lock (or
+// campaign until leading), run the command, watch the lease, release (or
+// resign).
+func (a *app) runHeld(cmd *cobra.Command, o *runOptions, argv []string) error {
 	uri, err := a.serverURI(cmd)
 	if err != nil {
 		return err
@@ -185,11 +213,11 @@ func (a *app) runLocked(cmd *cobra.Command, o *runOptions, argv []string) error 
 	rerr := a.releaseLease(lease, &o.takeOptions, taken, timeout)
 	switch {
 	case lost:
-		return exitWith(exitLost, fmt.Errorf("exiting %d: the lock %q was lost%s; the command is not running any more", exitLost, o.key, shortExpiry(o.expire)))
+		return exitWith(exitLost, fmt.Errorf("exiting %d: %s was lost%s; the command is not running any more", exitLost, o.subject(), shortExpiry(o.expire)))
 	case errors.Is(rerr, mongolock.ErrNotHeld):
-		return exitWith(exitLost, fmt.Errorf("the lock %q was no longer held when the command finished (%s): the command's run was not exclusive to the end", o.key, message(rerr)))
+		return exitWith(exitLost, fmt.Errorf("%s was no longer held when the command finished (%s): the command's run was not exclusive to the end", o.subject(), message(rerr)))
 	case rerr != nil:
-		fmt.Fprintf(a.io.err, "mongolock: warning: releasing the lock %q: %s (it frees itself when it expires)\n", o.key, message(rerr))
+		fmt.Fprintf(a.io.err, "mongolock: warning: releasing %s: %s (it frees itself when it expires)\n", o.subject(), message(rerr))
 	}
 	if code != 0 {
 		return exitWith(code, nil)
@@ -197,35 +225,39 @@ func (a *app) runLocked(cmd *cobra.Command, o *runOptions, argv []string) error 
 	return nil
 }
 
-// heartbeat is how often "run" passes the lease's deadline on to the
-// supervisor's watchdog (the deadline moves at each renewal, about every
-// third of --expire).
+// heartbeat is how often "run" (and "elect") passes the lease's deadline
+// on to the supervisor's watchdog (the deadline moves at each renewal,
+// about every third of --expire).
 func heartbeat(expire time.Duration) time.Duration {
 	return min(max(expire/10, 10*time.Millisecond), 500*time.Millisecond)
 }
 
-// supervise runs the command while the lease is held: it forwards sigs,
-// keeps the supervisor's watchdog informed, suspends and resumes with the
-// command under job control, and stops the command if the lease is lost.
-// It returns the exit code to use and whether the lease was
-// lost.
+// supervise runs the command while the lease is held (a lock, or an
+// election's leadership): it forwards sigs, keeps the supervisor's
+// watchdog informed, suspends and resumes with the command under job
+// control, and stops the command if the lease is lost. It returns the exit
+// code to use and whether the lease was lost.
 func (a *app) supervise(o *runOptions, l *mongolock.Lease, argv []string, sigs <-chan os.Signal) (code int, lost bool) {
 	if o.shell {
 		argv = []string{"/bin/sh", "-c", strings.Join(argv, " ")}
 	}
 	// mongolock may have been stopped (Ctrl-Z) since it took the lock.
 	if err := leaseGone(l); err != nil {
-		fmt.Fprintf(a.io.err, "mongolock: LOST the lock %q before the command started: %s; the command was not run\n", o.key, message(err))
+		fmt.Fprintf(a.io.err, "mongolock: LOST %s before the command started: %s; the command was not run\n", o.subject(), message(err))
 		return exitLost, true
 	}
+	env := append(os.Environ(),
+		envKey+"="+l.Key(),
+		envOwner+"="+l.Owner(),
+		envToken+"="+l.Token(),
+		envFence+"="+strconv.FormatInt(l.Fence(), 10),
+	)
+	if o.election {
+		env = append(env, envTerm+"="+strconv.FormatInt(l.Fence(), 10), envValue+"="+o.value)
+	}
 	j, err := startJob(jobSpec{
-		argv: argv,
-		env: append(os.Environ(),
-			envKey+"="+l.Key(),
-			envOwner+"="+l.Owner(),
-			envToken+"="+l.Token(),
-			envFence+"="+strconv.FormatInt(l.Fence(), 10),
-		),
+		argv:      argv,
+		env:       env,
 		stdio:     a.io,
 		killGrace: o.killGrace,
 	})
@@ -251,13 +283,13 @@ func (a *app) supervise(o *runOptions, l *mongolock.Lease, argv []string, sigs <
 		// From now on the watchdog only backs up the kill below.
 		j.setDeadline(time.Now().Add(o.killGrace))
 		if o.killGrace > 0 {
-			fmt.Fprintf(a.io.err, "mongolock: LOST the lock %q while the command was running: %s\n"+
-				"mongolock: stopping the command: SIGTERM now, SIGKILL in %s\n", o.key, message(reason), o.killGrace)
+			fmt.Fprintf(a.io.err, "mongolock: LOST %s while the command was running: %s\n"+
+				"mongolock: stopping the command: SIGTERM now, SIGKILL in %s\n", o.subject(), message(reason), o.killGrace)
 			j.signal(syscall.SIGTERM)
 			killc = time.After(o.killGrace)
 		} else {
-			fmt.Fprintf(a.io.err, "mongolock: LOST the lock %q while the command was running: %s\n"+
-				"mongolock: stopping the command: SIGKILL\n", o.key, message(reason))
+			fmt.Fprintf(a.io.err, "mongolock: LOST %s while the command was running: %s\n"+
+				"mongolock: stopping the command: SIGKILL\n", o.subject(), message(reason))
 			j.kill()
 		}
 	}
@@ -276,8 +308,8 @@ func (a *app) supervise(o *runOptions, l *mongolock.Lease, argv []string, sigs <
 			case jobWatchdog:
 				if !lost {
 					lostc, lost = nil, true
-					fmt.Fprintf(a.io.err, "mongolock: LOST the lock %q: it was not renewed in time (mongolock was stopped or stalled)\n"+
-						"mongolock: stopping the command: SIGTERM now, SIGKILL in %s\n", o.key, o.killGrace)
+					fmt.Fprintf(a.io.err, "mongolock: LOST %s: it was not renewed in time (mongolock was stopped or stalled)\n"+
+						"mongolock: stopping the command: SIGTERM now, SIGKILL in %s\n", o.subject(), o.killGrace)
 				}
 			case jobStopped:
 				if !lost && j.suspend(ev.n) {
@@ -286,8 +318,8 @@ func (a *app) supervise(o *runOptions, l *mongolock.Lease, argv []string, sigs <
 					// it is still held.
 					if err := leaseGone(l); err != nil {
 						lostc, lost = nil, true
-						fmt.Fprintf(a.io.err, "mongolock: LOST the lock %q while the command was suspended: %s\n"+
-							"mongolock: killing the command instead of resuming it\n", o.key, message(err))
+						fmt.Fprintf(a.io.err, "mongolock: LOST %s while the command was suspended: %s\n"+
+							"mongolock: killing the command instead of resuming it\n", o.subject(), message(err))
 						j.kill()
 					} else {
 						j.resume()

@@ -79,8 +79,24 @@ func TestStatus(t *testing.T) {
 				t.Errorf("%s: expires_in_ms %d, want within [%d, %d]", w.key, *l.ExpiresInMS, w.expiresInMin, w.inMax)
 			}
 		}
+		// An exclusive lock: its holder in holders while locked, no
+		// limit, no waiters, no leader.
+		for _, l := range got.Locks {
+			wantHolders := 1
+			if l.State == stateReleased {
+				wantHolders = 0
+			}
+			if l.Kind != kindExclusive || l.Limit != nil || l.Leader != nil || l.Waiters == nil || len(l.Waiters) != 0 || l.Holders == nil || len(l.Holders) != wantHolders {
+				t.Errorf("%s: kind %q, limit %v, leader %v, waiters %v, holders %v; want exclusive, %d holders", l.Key, l.Kind, l.Limit, l.Leader, l.Waiters, l.Holders, wantHolders)
+				continue
+			}
+			if h := l.Holders; wantHolders == 1 && (h[0].Owner != l.Owner || h[0].State != l.State || h[0].Fence != l.Fence || (h[0].Expires == nil) != (l.Expires == nil)) {
+				t.Errorf("%s: holder %+v differs from the lock %+v", l.Key, h[0], l)
+			}
+		}
 		// The documented field names, spelled as scripts use them.
-		for _, field := range []string{`"server_time"`, `"locks"`, `"key"`, `"state"`, `"owner"`, `"since"`, `"expires"`, `"expires_in_ms"`, `"fence"`, `"min_hold"`} {
+		for _, field := range []string{`"server_time"`, `"locks"`, `"key"`, `"state"`, `"owner"`, `"since"`, `"expires"`, `"expires_in_ms"`, `"fence"`, `"min_hold"`,
+			`"kind"`, `"limit"`, `"holders"`, `"waiters"`, `"leader"`} {
 			if !strings.Contains(r.stdout, field) {
 				t.Errorf("JSON lacks %s", field)
 			}

@@ -61,6 +61,40 @@ func TestRunKilledKillsCommand(t *testing.T) {
 	}
 }
 
+// "elect" runs its command under run's supervising process: SIGKILL of
+// mongolock kills the command and its descendants while the leadership
+// has not expired yet.
+func TestElectKilledKillsCommand(t *testing.T) {
+	t.Parallel()
+	srv, flags := server(t)
+	c := newClient(t, srv)
+	marker := markerEnv(t)
+	t.Cleanup(func() { killMarked(t, marker) })
+	const name = "killed-elect"
+	p := startBinary(t, []string{marker}, args([]string{"elect", name, "--expire", "20s"}, flags,
+		[]string{"--", "sh", "-c", `(setsid sleep 300 &); sleep 301 & echo ready; sleep 302; echo first`})...)
+	p.stdout.waitFor(t, "ready", 60*time.Second)
+	waitProcs(t, marker, 60*time.Second, "the command's three sleeps", func(ps []proc) bool {
+		return len(withPrefix(ps, "sleep 30")) == 3
+	})
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ps := markedProcs(t, marker)
+		if len(ps) == 0 {
+			break
+		}
+		if _, err := c.Election(name).Leader(testCtx(t)); err != nil {
+			t.Fatalf("the leadership ended (%v) while processes of the command still ran:\n%s", err, procList(ps))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if r := p.wait(t, 20*time.Second); strings.Contains(r.stdout, "first") || r.code != -1 {
+		t.Errorf("want mongolock killed and the command with it:\n%s", r)
+	}
+}
+
 // What the command leaves running when it exits gets SIGTERM and, after
 // --kill-grace, SIGKILL, before mongolock releases the lock and exits.
 func TestRunStopsLeftovers(t *testing.T) {

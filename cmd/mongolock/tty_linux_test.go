@@ -116,6 +116,62 @@ func TestRunWaitingOnTerminal(t *testing.T) {
 	}
 }
 
+// On a terminal, the waiting line of elect names the leader; that of a
+// semaphore or a writer among readers counts the holders (whose own owner
+// name is "*semaphore" or "*shared").
+func TestRecipesWaitingOnTerminal(t *testing.T) {
+	t.Parallel()
+	srv, flags := server(t)
+	c := newClient(t, srv)
+	tests := []struct {
+		name string
+		hold func(t *testing.T) *mongolock.Lease
+		line []string
+		want string
+	}{
+		{"elect", func(t *testing.T) *mongolock.Lease {
+			l, err := c.Election("tty-elect", mongolock.Owner("tty-leader")).Campaign(testCtx(t), "v")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l
+		}, []string{"elect", "tty-elect"}, `to lead "tty-elect": led by "tty-leader", expires in`},
+		{"limit", func(t *testing.T) *mongolock.Lease {
+			var l *mongolock.Lease
+			for range 2 { // the second is released; the first stays
+				var err error
+				if l, err = c.TryAcquire(testCtx(t), "tty-limit", mongolock.Limit(2)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return l
+		}, []string{"run", "tty-limit", "--limit", "2", "--timeout", "60s"}, `for the lock "tty-limit": held by 2 holders (limit 2)`},
+		{"writer", func(t *testing.T) *mongolock.Lease {
+			l, err := c.TryAcquire(testCtx(t), "tty-shared", mongolock.Shared())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l
+		}, []string{"run", "tty-shared", "--timeout", "60s"}, `for the lock "tty-shared": held by 1 reader`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := tt.hold(t)
+			cmd, out, _ := startOnTerminal(t, args(tt.line, flags, []string{"--", "echo", "ran-after-wait"})...)
+			out.waitFor(t, tt.want, 60*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := l.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			out.waitFor(t, "ran-after-wait", 60*time.Second)
+			if code := waitExit(t, cmd, out, 60*time.Second); code != 0 {
+				t.Errorf("exit code %d, want 0; terminal:\n%s", code, out)
+			}
+		})
+	}
+}
+
 // On a terminal, the command runs in the foreground: Ctrl-C reaches it
 // once (from the terminal, not again through mongolock).
 func TestRunCtrlCOnTerminal(t *testing.T) {
