@@ -29,7 +29,7 @@ type hevent struct {
 	Call   int64  `json:"call,omitempty"`
 	Return int64  `json:"ret,omitempty"`
 	OK     bool   `json:"ok,omitempty"`
-	Maybe  bool   `json:"maybe,omitempty"`  // tried: failed with an unknown outcome (not a duplicate key)
+	Maybe  bool   `json:"maybe,omitempty"`  // tried: failed with an unknown outcome (not a duplicate key); release: refused after a resend, so the first attempt may have released it
 	Fence  int64  `json:"fence,omitempty"`  // acquire (0: not known), forcerelease: the stored fence
 	Until  int64  `json:"until,omitempty"`  // acquire, promise: the holder may act until then (ExpiresAt); 0: no promise
 	At     int64  `json:"at,omitempty"`     // promise: when the holder looked
@@ -190,8 +190,13 @@ func entitlementEnds(history []hevent) map[string]int64 {
 		}
 	}
 	for _, f := range forced {
+		// A force-release of a semaphore or shared lock removes every
+		// holder; of an exclusive one, the holder it names. Its victim
+		// may have been taken before it and learned so only after it (a
+		// late reply): any acquisition that had begun by then.
+		all := f.Owner == "*semaphore" || f.Owner == "*shared"
 		for _, a := range acquisitions {
-			if a.Key == f.Key && a.Owner == f.Owner && a.Return <= f.Return {
+			if a.Key == f.Key && a.Call <= f.Return && (all || a.Owner == f.Owner) {
 				note(a.Token, f.Call)
 			}
 		}
@@ -511,8 +516,11 @@ func historyOps(history []hevent) []porcupine.Operation {
 		if !ok {
 			return true // its acquisition is not in the history
 		}
-		if u := until[rel.Token]; u != 0 && rel.Call >= u {
-			return true // called after its lease's last promise: it may have expired
+		if rel.Maybe {
+			return true // a resend after a lost reply: the first attempt may have released it
+		}
+		if u := until[rel.Token]; u != 0 && rel.Return >= u {
+			return true // it may have taken effect after its lease's last promise ran out
 		}
 		from := begins(a)
 		for _, w := range unknown[rel.Key] {
