@@ -228,11 +228,14 @@ func checkWrites(history []hevent, accepted []write) []string {
 		if end, ok := ends[w.token]; ok && end <= w.sent {
 			continue // it looked after its entitlement had ended; see checkExclusion
 		}
-		// A semaphore holder's write is stale once stressLimit holders with
-		// higher fences had returned; a reader's once a writer with a
-		// higher fence had; anyone else's once anyone with a higher fence
-		// had.
-		superseded := 0
+		// A semaphore holder's write says nothing by its fence: the
+		// holders with higher fences may have come and gone, and how many
+		// hold at once is checkExclusion's business. A reader's write is
+		// stale once a writer with a higher fence had returned; anyone
+		// else's once anyone with a higher fence had.
+		if w.mode == "entry" {
+			continue
+		}
 		for _, a := range acquired[w.key] {
 			if a.Fence <= w.fence || a.Return >= w.sent {
 				continue
@@ -240,15 +243,10 @@ func checkWrites(history []hevent, accepted []write) []string {
 			if w.mode == "reader" && kinds[a.Token] == "reader" {
 				continue
 			}
-			if superseded++; w.mode == "entry" && superseded < stressLimit {
-				continue
-			}
-			{
-				problems = append(problems, fmt.Sprintf(
-					"key %q: the resource accepted a write with fence %d (token %s) sent at %s, after an acquisition with fence %d (%s) had returned at %s: the writer's lease had been superseded",
-					w.key, w.fence, w.token, at(w.sent), a.Fence, a.Proc, at(a.Return)))
-				break
-			}
+			problems = append(problems, fmt.Sprintf(
+				"key %q: the resource accepted a write with fence %d (token %s) sent at %s, after an acquisition with fence %d (%s) had returned at %s: the writer's lease had been superseded",
+				w.key, w.fence, w.token, at(w.sent), a.Fence, a.Proc, at(a.Return)))
+			break
 		}
 	}
 	return problems
@@ -302,7 +300,8 @@ type lockState struct {
 
 type lockInput struct {
 	op, key, token string
-	excused        bool // a refused release that something may explain
+	kind           string // acquire: the event's Kind (see multiModel)
+	excused        bool   // a refused release that something may explain
 }
 
 type lockOutput struct {
@@ -540,7 +539,7 @@ func historyOps(history []hevent) []porcupine.Operation {
 		case e.Op == "acquire" && e.OK:
 			ops = append(ops, porcupine.Operation{
 				ClientId: client(e.Proc),
-				Input:    lockInput{op: "acquire", key: e.Key, token: e.Token},
+				Input:    lockInput{op: "acquire", key: e.Key, token: e.Token, kind: e.Kind},
 				Call:     begins(e), Output: lockOutput{ok: true, fence: e.Fence}, Return: e.Return,
 			})
 		case e.Op == "release":
@@ -610,11 +609,19 @@ func checkLinearizable(t *testing.T, history []hevent) []string {
 // check's business: the model cannot see expiry), fences rising in
 // linearization order across all of them, a release succeeding only for a
 // holder and refused only for a non-holder unless excused (as lockModel).
-// State: the holders' tokens (sorted, joined) and the highest fence.
+// Since the model cannot see expiry, an acquisition may take over any
+// holder it could not share the key with: an exclusive one (a writer, or
+// any other kind that is not shared) makes itself the only holder, a
+// shared one (a semaphore entry, a reader) drops the exclusive holders.
+// State: the holders (sorted, joined; "x:" or "s:" and the token) and the
+// highest fence.
 type multiState struct {
 	holders string
 	fence   int64
 }
+
+// sharedKind: the acquisitions that share a key with others of their kind.
+func sharedKind(kind string) bool { return kind == "entry" || kind == "reader" }
 
 func multiHolders(s string) []string {
 	if s == "" {
@@ -623,17 +630,30 @@ func multiHolders(s string) []string {
 	return strings.Split(s, ",")
 }
 
-func multiWith(hs []string, add string, remove string) string {
+// multiAcquire is the holders after token (of kind) acquired.
+func multiAcquire(hs []string, token, kind string) string {
+	if !sharedKind(kind) {
+		return "x:" + token
+	}
 	var out []string
 	for _, h := range hs {
-		if h != remove && h != add {
+		if strings.HasPrefix(h, "s:") && h != "s:"+token {
 			out = append(out, h)
 		}
 	}
-	if add != "" {
-		out = append(out, add)
-	}
+	out = append(out, "s:"+token)
 	sort.Strings(out)
+	return strings.Join(out, ",")
+}
+
+// multiWithout is the holders without token.
+func multiWithout(hs []string, token string) string {
+	var out []string
+	for _, h := range hs {
+		if h[2:] != token {
+			out = append(out, h)
+		}
+	}
 	return strings.Join(out, ",")
 }
 
@@ -645,19 +665,19 @@ var multiModel = porcupine.Model{
 		hs := multiHolders(s.holders)
 		has := false
 		for _, h := range hs {
-			has = has || h == in.token
+			has = has || h[2:] == in.token
 		}
 		switch {
-		case in.op == "acquire" && out.fence == 0: // Python-style: no fence to check
-			return true, multiState{holders: multiWith(hs, in.token, ""), fence: s.fence}
+		case in.op == "acquire" && out.fence == 0: // Python-style or owner-named: no fence to check
+			return true, multiState{holders: multiAcquire(hs, in.token, in.kind), fence: s.fence}
 		case in.op == "acquire":
-			return out.fence > s.fence, multiState{holders: multiWith(hs, in.token, ""), fence: out.fence}
+			return out.fence > s.fence, multiState{holders: multiAcquire(hs, in.token, in.kind), fence: out.fence}
 		case in.op == "forcerelease":
 			return true, multiState{fence: max(s.fence, out.fence)}
 		case out.ok:
-			return has, multiState{holders: multiWith(hs, "", in.token), fence: s.fence}
+			return has, multiState{holders: multiWithout(hs, in.token), fence: s.fence}
 		case in.excused:
-			return true, multiState{holders: multiWith(hs, "", in.token), fence: s.fence}
+			return true, multiState{holders: multiWithout(hs, in.token), fence: s.fence}
 		default:
 			return !has, s
 		}
@@ -812,11 +832,13 @@ func TestLinearizabilityModel(t *testing.T) {
 }
 
 // TestMultiModel: the model of the semaphore's and the readers–writer
-// lock's keys accepts holders at once with rising fences and rejects a
-// falling fence or a release by a non-holder.
+// lock's keys accepts shared holders at once with rising fences, and a
+// takeover of holders an acquisition cannot share the key with (their
+// refused releases then fit), and rejects a falling fence, a release by a
+// non-holder, or a refused release of a holder nobody took over.
 func TestMultiModel(t *testing.T) {
-	acq := func(proc string, call, ret, fence int64) porcupine.Operation {
-		return porcupine.Operation{ClientId: len(proc), Input: lockInput{op: "acquire", key: "k", token: proc}, Call: call, Output: lockOutput{ok: true, fence: fence}, Return: ret}
+	acq := func(proc, kind string, call, ret, fence int64) porcupine.Operation {
+		return porcupine.Operation{ClientId: len(proc), Input: lockInput{op: "acquire", key: "k", token: proc, kind: kind}, Call: call, Output: lockOutput{ok: true, fence: fence}, Return: ret}
 	}
 	rel := func(proc string, call, ret int64, ok bool) porcupine.Operation {
 		return porcupine.Operation{ClientId: len(proc), Input: lockInput{op: "release", key: "k", token: proc}, Call: call, Output: lockOutput{ok: ok}, Return: ret}
@@ -826,14 +848,60 @@ func TestMultiModel(t *testing.T) {
 		ops  []porcupine.Operation
 		ok   bool
 	}{
-		{"two holders, rising fences", []porcupine.Operation{acq("a", 0, 1, 10), acq("bb", 2, 3, 11), rel("a", 4, 5, true), rel("bb", 6, 7, true)}, true},
-		{"fence fell", []porcupine.Operation{acq("a", 0, 1, 10), acq("bb", 2, 3, 9)}, false},
-		{"release by a non-holder", []porcupine.Operation{acq("a", 0, 1, 10), rel("bb", 2, 3, true)}, false},
-		{"holder's release refused", []porcupine.Operation{acq("a", 0, 1, 10), rel("a", 2, 3, false)}, false},
+		{"two entries, rising fences", []porcupine.Operation{acq("a", "entry", 0, 1, 10), acq("bb", "entry", 2, 3, 11), rel("a", 4, 5, true), rel("bb", 6, 7, true)}, true},
+		{"two readers", []porcupine.Operation{acq("a", "reader", 0, 1, 10), acq("bb", "reader", 2, 3, 11), rel("bb", 4, 5, true), rel("a", 6, 7, true)}, true},
+		{"a writer took over from readers", []porcupine.Operation{acq("a", "reader", 0, 1, 10), acq("bb", "reader", 2, 3, 11), acq("ccc", "writer", 4, 5, 12), rel("a", 6, 7, false), rel("bb", 8, 9, false), rel("ccc", 10, 11, true)}, true},
+		{"an owner-named lock was taken over by a writer", []porcupine.Operation{acq("a", "seed", 0, 1, 0), acq("bb", "writer", 2, 3, 12), rel("a", 4, 5, false)}, true},
+		{"a reader took over from a writer", []porcupine.Operation{acq("a", "writer", 0, 1, 10), acq("bb", "reader", 2, 3, 11), rel("a", 4, 5, false), rel("bb", 6, 7, true)}, true},
+		{"a reader does not take over from a reader", []porcupine.Operation{acq("a", "reader", 0, 1, 10), acq("bb", "reader", 2, 3, 11), rel("a", 4, 5, false)}, false},
+		{"an entry does not take over from an entry", []porcupine.Operation{acq("a", "entry", 0, 1, 10), acq("bb", "entry", 2, 3, 11), rel("a", 4, 5, false)}, false},
+		{"fence fell", []porcupine.Operation{acq("a", "entry", 0, 1, 10), acq("bb", "entry", 2, 3, 9)}, false},
+		{"fence fell across a takeover", []porcupine.Operation{acq("a", "reader", 0, 1, 10), acq("bb", "writer", 2, 3, 9)}, false},
+		{"release by a non-holder", []porcupine.Operation{acq("a", "entry", 0, 1, 10), rel("bb", 2, 3, true)}, false},
+		{"release by a holder taken over", []porcupine.Operation{acq("a", "reader", 0, 1, 10), acq("bb", "writer", 2, 3, 11), rel("a", 4, 5, true)}, false},
+		{"holder's release refused", []porcupine.Operation{acq("a", "entry", 0, 1, 10), rel("a", 2, 3, false)}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := porcupine.CheckOperations(multiModel, tt.ops); got != tt.ok {
 				t.Fatalf("linearizable = %v; want %v", got, tt.ok)
+			}
+		})
+	}
+}
+
+// TestWritesCheck: the fenced-write check accepts a semaphore entry's
+// write after higher-fenced entries came and went, and a reader's after a
+// reader with a higher fence, and rejects a write superseded by a later
+// acquisition (for a reader, a writer's).
+func TestWritesCheck(t *testing.T) {
+	acq := func(proc, kind string, ret, fence int64) hevent {
+		return hevent{Proc: proc, Op: "acquire", Kind: kind, Key: "k", Token: proc, Call: ret - 1, Return: ret, OK: true, Fence: fence}
+	}
+	rel := func(proc string, call int64) hevent {
+		return hevent{Proc: proc, Op: "release", Key: "k", Token: proc, Call: call, Return: call + 1, OK: true}
+	}
+	wr := func(proc, mode string, fence, sent int64) write {
+		return write{key: "k", token: proc, mode: mode, fence: fence, sent: sent}
+	}
+	for _, tt := range []struct {
+		name    string
+		history []hevent
+		w       write
+		ok      bool
+	}{
+		{"exclusive, nobody after", []hevent{acq("a", "lease", 1, 10)}, wr("a", "exclusive", 10, 5), true},
+		{"exclusive, superseded", []hevent{acq("a", "lease", 1, 10), acq("b", "lease", 3, 11)}, wr("a", "exclusive", 10, 5), false},
+		{"exclusive, the later one returned after the write", []hevent{acq("a", "lease", 1, 10), acq("b", "lease", 6, 11)}, wr("a", "exclusive", 10, 5), true},
+		{"exclusive, written after its own release began", []hevent{acq("a", "lease", 1, 10), rel("a", 2), acq("b", "lease", 3, 11)}, wr("a", "exclusive", 10, 5), true},
+		{"entry, higher-fenced entries came and went", []hevent{acq("a", "entry", 1, 10), acq("b", "entry", 2, 11), rel("b", 3), acq("c", "entry", 4, 12), rel("c", 5), acq("d", "entry", 6, 13)}, wr("a", "entry", 10, 7), true},
+		{"reader after a reader", []hevent{acq("a", "reader", 1, 10), acq("b", "reader", 2, 11)}, wr("a", "reader", 10, 5), true},
+		{"reader after a writer", []hevent{acq("a", "reader", 1, 10), acq("b", "writer", 2, 11)}, wr("a", "reader", 10, 5), false},
+		{"writer after a reader", []hevent{acq("a", "writer", 1, 10), acq("b", "reader", 2, 11)}, wr("a", "exclusive", 10, 5), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			problems := checkWrites(tt.history, []write{tt.w})
+			if ok := len(problems) == 0; ok != tt.ok {
+				t.Fatalf("accepted = %v; want %v (%v)", ok, tt.ok, problems)
 			}
 		})
 	}

@@ -104,8 +104,10 @@ type fencedResource struct {
 
 	// The recipes: a semaphore's holders write with their own fences, and
 	// a write is stale once stressLimit acquisitions with higher fences
-	// wrote; a reader's write is stale once a writer with a higher fence
-	// wrote, a writer's once anyone with a higher fence wrote.
+	// wrote (cautious: it refuses a holder whose higher-fenced fellows
+	// came and went, and a refusal is no error); a reader's write is stale
+	// once a writer with a higher fence wrote, a writer's once anyone with
+	// a higher fence wrote.
 	semSeen map[int64]string // semKey: fence -> token
 	writer  int64            // rwKey: the highest writer's fence seen
 }
