@@ -41,41 +41,54 @@ import (
 // have returned an equal document; TestFastDocument and FuzzFastDocument
 // check that.
 
+// sharedStringMax is the size up to which a request's keys and strings are
+// substrings of one copy of the whole request (fastDocument), instead of a
+// copy each: one allocation instead of one per key and string, at the cost
+// of keeping that copy (at most this size) alive as long as any of them.
+const sharedStringMax = 16 << 10
+
+// fastFieldsBuf is the number of fields a document can have before
+// fastFields's buffers, on the stack, must grow on the heap.
+const fastFieldsBuf = 16
+
 // fastDocument converts raw, which must hold exactly one BSON document.
 // ok is false if the general path must be taken.
 func fastDocument(raw []byte) (doc *types.Document, ok bool) {
-	keys, values, ok := fastFields(raw)
-	if !ok {
-		return nil, false
+	var s string
+	if len(raw) <= sharedStringMax {
+		s = string(raw)
 	}
 
-	doc, err := types.ConvertDocument(fields{keys: keys, values: values})
-	if err != nil {
-		return nil, false
-	}
-
-	return doc, true
+	return fastDoc(raw, s)
 }
 
-// fastArray converts raw, which must hold exactly one BSON array.
-// ok is false if the general path must be taken.
-func fastArray(raw []byte) (arr *types.Array, ok bool) {
-	keys, values, ok := fastFields(raw)
+// fastDoc is fastDocument for raw, and s, if not empty, holding the same
+// bytes as raw (keys and strings are its substrings).
+func fastDoc(raw []byte, s string) (doc *types.Document, ok bool) {
+	var kbuf [fastFieldsBuf]string
+	var vbuf [fastFieldsBuf]any
+
+	keys, values, ok := fastFields(raw, s, false, kbuf[:0], vbuf[:0])
 	if !ok {
 		return nil, false
 	}
 
-	for i, k := range keys {
-		if k != strconv.Itoa(i) {
-			return nil, false
-		}
+	return types.MakeDocumentFields(keys, values), true
+}
+
+// fastArray converts raw, which must hold exactly one BSON array, and s as
+// for fastDoc. ok is false if the general path must be taken.
+func fastArray(raw []byte, s string) (arr *types.Array, ok bool) {
+	var vbuf [fastFieldsBuf]any
+
+	_, values, ok := fastFields(raw, s, true, nil, vbuf[:0])
+	if !ok {
+		return nil, false
 	}
 
-	if values == nil {
-		values = []any{} // as ToArray makes it
-	}
-
-	arr, err := types.NewArray(values...)
+	// An array keeps its slice: a copy of exactly its length, and an empty
+	// one (not nil) if it has none, as ToArray makes it.
+	arr, err := types.NewArray(append(make([]any, 0, len(values)), values...)...)
 	if err != nil {
 		return nil, false
 	}
@@ -83,21 +96,11 @@ func fastArray(raw []byte) (arr *types.Array, ok bool) {
 	return arr, true
 }
 
-// fields is a document's keys and values, for types.ConvertDocument.
-type fields struct {
-	keys   []string
-	values []any
-}
-
-// Keys returns the keys.
-func (f fields) Keys() []string { return f.keys }
-
-// Values returns the values.
-func (f fields) Values() []any { return f.values }
-
-// fastFields returns the keys and converted values of the BSON document raw,
-// as wirebson.RawDocument's decoding checks it.
-func fastFields(raw []byte) (keys []string, values []any, ok bool) {
+// fastFields appends to keys and values the keys and converted values of the
+// BSON document raw, as wirebson.RawDocument's decoding checks it. If array
+// is true, the keys must be "0", "1", ... (as fastArray's general path,
+// ToArray, requires), and are not returned. s is as for fastDoc.
+func fastFields(raw []byte, s string, array bool, keys []string, values []any) ([]string, []any, bool) {
 	l, ok := findRaw(raw)
 	if !ok || l != len(raw) {
 		return nil, nil, false
@@ -130,19 +133,59 @@ func fastFields(raw []byte) (keys []string, values []any, ok bool) {
 			return nil, nil, false
 		}
 
-		name := string(raw[offset : offset+n])
+		if array {
+			if !isIndex(raw[offset:offset+n], len(values)) {
+				return nil, nil, false
+			}
+		} else {
+			keys = append(keys, substr(raw, s, offset, offset+n))
+		}
+
 		offset += n + 1
 
-		v, size, ok := fastValue(t, raw[offset:])
+		var sub string
+		if s != "" {
+			sub = s[offset:]
+		}
+
+		v, size, ok := fastValue(t, raw[offset:], sub)
 		if !ok {
 			return nil, nil, false
 		}
 
 		offset += size
 
-		keys = append(keys, name)
 		values = append(values, v)
 	}
+}
+
+// fastDocFunc and fastArrayFunc are fastDoc and fastArray, which fastValue
+// calls through these variables, not directly: in a cycle of direct calls,
+// escape analysis would let no buffer passed down the cycle stay on the
+// stack (fastDoc's and fastArray's buffers would be allocated on the heap).
+var (
+	fastDocFunc   func(raw []byte, s string) (*types.Document, bool)
+	fastArrayFunc func(raw []byte, s string) (*types.Array, bool)
+)
+
+func init() {
+	fastDocFunc, fastArrayFunc = fastDoc, fastArray
+}
+
+// substr returns raw[i:j] as a string: s[i:j] if s holds raw, else a copy.
+func substr(raw []byte, s string, i, j int) string {
+	if s != "" {
+		return s[i:j]
+	}
+
+	return string(raw[i:j])
+}
+
+// isIndex reports whether key is strconv.Itoa(i).
+func isIndex(key []byte, i int) bool {
+	var buf [20]byte
+
+	return bytes.Equal(key, strconv.AppendInt(buf[:0], int64(i), 10))
 }
 
 // findRaw returns the length of the BSON document or array at the start of b,
@@ -162,8 +205,8 @@ func findRaw(b []byte) (l int, ok bool) {
 
 // fastValue converts the value of BSON type t at the start of b, as
 // wirebson's decoding and then convertToTypes do, and returns its encoded
-// size; ok is false if the general path must be taken.
-func fastValue(t byte, b []byte) (v any, size int, ok bool) {
+// size; ok is false if the general path must be taken. s is as for fastDoc.
+func fastValue(t byte, b []byte, s string) (v any, size int, ok bool) {
 	switch t {
 	case 0x01: // double
 		if len(b) < 8 {
@@ -187,7 +230,7 @@ func fastValue(t byte, b []byte) (v any, size int, ok bool) {
 			return nil, 0, false
 		}
 
-		return string(b[4 : 4+n-1]), 4 + n, true
+		return substr(b, s, 4, 4+n-1), 4 + n, true
 
 	case 0x03: // document
 		l, ok := findRaw(b)
@@ -195,7 +238,11 @@ func fastValue(t byte, b []byte) (v any, size int, ok bool) {
 			return nil, 0, false
 		}
 
-		doc, ok := fastDocument(b[:l])
+		if s != "" {
+			s = s[:l]
+		}
+
+		doc, ok := fastDocFunc(b[:l], s)
 		if !ok {
 			return nil, 0, false
 		}
@@ -208,7 +255,11 @@ func fastValue(t byte, b []byte) (v any, size int, ok bool) {
 			return nil, 0, false
 		}
 
-		arr, ok := fastArray(b[:l])
+		if s != "" {
+			s = s[:l]
+		}
+
+		arr, ok := fastArrayFunc(b[:l], s)
 		if !ok {
 			return nil, 0, false
 		}
@@ -273,7 +324,7 @@ func fastValue(t byte, b []byte) (v any, size int, ok bool) {
 
 		o += p + 1
 
-		return types.Regex{Pattern: string(b[:p]), Options: string(b[p+1 : o])}, o + 1, true
+		return types.Regex{Pattern: substr(b, s, 0, p), Options: substr(b, s, p+1, o)}, o + 1, true
 
 	case 0x10: // int32
 		if len(b) < 4 {

@@ -20,6 +20,7 @@ import (
 	"encoding/binary"
 	"math"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,6 +117,16 @@ func TestFastDocument(t *testing.T) {
 		"empty":       mongobson.D{},
 		"many fields": manyFields(40),
 		"nested":      mongobson.D{{Key: "a", Value: mongobson.D{{Key: "b", Value: mongobson.A{all}}}}},
+		// Larger than sharedStringMax: keys and strings copied one by one.
+		"large": mongobson.D{{Key: "big", Value: strings.Repeat("x", sharedStringMax)}, {Key: "all", Value: all}},
+		// Arrays of more than fastFieldsBuf values, and of two-digit indexes.
+		"long arrays": mongobson.D{{Key: "a", Value: longArray(12)}, {Key: "b", Value: longArray(40)}},
+		// Documents of 1 to 5 fields (MakeDocumentFields allocates up to 4
+		// with the document).
+		"small documents": mongobson.D{
+			{Key: "1", Value: manyFields(1)}, {Key: "2", Value: manyFields(2)}, {Key: "3", Value: manyFields(3)},
+			{Key: "4", Value: manyFields(4)}, {Key: "5", Value: manyFields(5)},
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if !checkFast(t, mustMarshal(t, d)) {
@@ -163,6 +174,23 @@ func TestFastDocument(t *testing.T) {
 			}
 		})
 	}
+}
+
+// longArray returns an array of n values of several types.
+func longArray(n int) mongobson.A {
+	a := make(mongobson.A, n)
+	for i := range a {
+		switch i % 3 {
+		case 0:
+			a[i] = int32(i)
+		case 1:
+			a[i] = "s" + string(rune('a'+i%26))
+		default:
+			a[i] = mongobson.D{{Key: "i", Value: int64(i)}}
+		}
+	}
+
+	return a
 }
 
 // manyFields returns a document with n int32 fields, enough for a keys map.

@@ -95,6 +95,64 @@ func ConvertDocument(d document) (*Document, error) {
 	return res, nil
 }
 
+// MakeDocumentFields returns a document with the given keys and values,
+// copied, as ConvertDocument does (and, as it, without checking them). Up to
+// four fields are allocated together with the document.
+//
+// mongolock patch: for the fast conversion of requests (bson's fastDocument),
+// which used ConvertDocument: one allocation for a small document instead
+// of two, and no interface to pass the fields through.
+func MakeDocumentFields(keys []string, values []any) *Document {
+	if len(keys) != len(values) {
+		panic(fmt.Sprintf("document must have the same number of keys and values (keys: %d, values: %d)", len(keys), len(values)))
+	}
+
+	var d *Document
+
+	switch len(keys) {
+	case 0:
+		return new(Document)
+	case 1:
+		p := new(struct {
+			d Document
+			f [1]field
+		})
+		p.d.fields = p.f[:]
+		d = &p.d
+	case 2:
+		p := new(struct {
+			d Document
+			f [2]field
+		})
+		p.d.fields = p.f[:]
+		d = &p.d
+	case 3:
+		p := new(struct {
+			d Document
+			f [3]field
+		})
+		p.d.fields = p.f[:]
+		d = &p.d
+	case 4:
+		p := new(struct {
+			d Document
+			f [4]field
+		})
+		p.d.fields = p.f[:]
+		d = &p.d
+	default:
+		d = &Document{fields: make([]field, len(keys))}
+	}
+
+	for i, key := range keys {
+		d.fields[i] = field{key: key, value: values[i]}
+	}
+
+	d.indexKeys()
+
+	return d
+}
+
 // MakeDocument creates an empty document with set capacity.
 func MakeDocument(capacity int) *Document {
 	if capacity == 0 {
@@ -257,6 +315,14 @@ func (d *Document) Map() map[string]any {
 	}
 
 	return m
+}
+
+// Field returns the key and the value of the i-th field.
+//
+// mongolock patch: for sjson's encoding, which used Keys and Values, two
+// copies.
+func (d *Document) Field(i int) (key string, value any) {
+	return d.fields[i].key, d.fields[i].value
 }
 
 // Keys returns a copy of document's keys.
