@@ -73,7 +73,6 @@ import (
 
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/types"
 	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/lazyerrors"
-	"github.com/mongolock/mongolock/internal/third_party/ferretdb/internal/util/must"
 )
 
 // sjsontype is a type that can be marshaled from/to sjson.
@@ -293,7 +292,8 @@ func Unmarshal(data []byte) (*types.Document, error) {
 		)
 	}
 
-	d := must.NotFail(types.NewDocument())
+	// mongolock patch: with room for every field.
+	d := types.MakeDocument(len(sch.Keys))
 
 	for _, key := range sch.Keys {
 		b, ok := v[key]
@@ -321,6 +321,11 @@ func unmarshalSingleValue(data json.RawMessage, sch *elem) (any, error) {
 
 	if sch == nil {
 		return nil, lazyerrors.Errorf("schema is not set")
+	}
+
+	// mongolock patch: see fastvalue.go.
+	if v, ok := unmarshalScalar(data, sch); ok {
+		return v, nil
 	}
 
 	var res sjsontype
@@ -403,36 +408,8 @@ func Marshal(d *types.Document) ([]byte, error) {
 		panic("v is nil")
 	}
 
-	schema, err := marshalSchemaForDoc(d)
-	if err != nil {
-		return nil, err
-	}
-
-	var buf bytes.Buffer
-
-	buf.WriteString(`{"$s":`)
-	buf.Write(schema)
-
-	keys := d.Keys()
-	values := d.Values()
-
-	for i, key := range keys {
-		buf.WriteByte(',')
-		buf.WriteString(`"`)
-		buf.WriteString(key)
-		buf.WriteString(`":`)
-
-		b, err := toSJSON(values[i]).MarshalJSON()
-		if err != nil {
-			return nil, lazyerrors.Error(err)
-		}
-
-		buf.Write(b)
-	}
-
-	buf.WriteByte('}')
-
-	return buf.Bytes(), nil
+	// mongolock patch: see fastvalue.go.
+	return appendMarshal(make([]byte, 0, 64+64*d.Len()), d)
 }
 
 // MarshalSingleValue encodes given built-in or types' package value into sjson.
