@@ -21,15 +21,15 @@ import (
 type hevent struct {
 	Proc   string `json:"proc"`
 	Op     string `json:"op"`             // see the ops below
-	Kind   string `json:"kind,omitempty"` // acquire: lease, seed (owner-named Lock), py (Python-style), closer (a Client closed while acquiring)
-	ID     string `json:"id,omitempty"`   // try and tried: the driver's request ID, unique within Proc
+	Kind   string `json:"kind,omitempty"` // acquire: lease, seed (owner-named Lock), py (Python-style), closer (a Client closed while acquiring), entry, reader, writer, leader, fair; dequeue: self or expired
+	ID     string `json:"id,omitempty"`   // try, tried, enqueue(d), dequeue(d): the driver's request ID, unique within Proc
 	Key    string `json:"key,omitempty"`
 	Token  string `json:"token,omitempty"`
 	Owner  string `json:"owner,omitempty"` // acquire: the holder's name; forcerelease: the holder it removed
 	Call   int64  `json:"call,omitempty"`
 	Return int64  `json:"ret,omitempty"`
 	OK     bool   `json:"ok,omitempty"`
-	Maybe  bool   `json:"maybe,omitempty"`  // tried: failed with an unknown outcome (not a duplicate key)
+	Maybe  bool   `json:"maybe,omitempty"`  // tried, enqueued, dequeued: the outcome is unknown (a failure other than a duplicate key, or a write concern error); purge: it failed
 	Fence  int64  `json:"fence,omitempty"`  // acquire (0: not known), forcerelease: the stored fence
 	Until  int64  `json:"until,omitempty"`  // acquire, promise: the holder may act until then (ExpiresAt); 0: no promise
 	At     int64  `json:"at,omitempty"`     // promise: when the holder looked
@@ -37,6 +37,8 @@ type hevent struct {
 	Why    string `json:"why,omitempty"`    // lost: Err(); problem: what
 	Stall  int64  `json:"stall,omitempty"`  // lost: the process's worst scheduling stall in the last 2s (ns)
 	N      int64  `json:"n,omitempty"`      // purge: documents deleted
+
+	Heartbeat int64 `json:"hb,omitempty"` // enqueue: the waiter's heartbeat it writes (server time, unix ns)
 }
 
 // The ops:
@@ -48,9 +50,14 @@ type hevent struct {
 //	stop          a release whose outcome is unknown: the holder stopped acting at Call
 //	lost          a holder saw Lost closed (Return: when it closed)
 //	try, tried    a findAndModify (an acquisition's attempt) was sent, and its outcome
+//	enqueue       a fair waiter's findAndModify that queues Token (or refreshes its place) was sent
+//	enqueued      its outcome (OK: applied, the token is queued; neither OK nor Maybe: no document matched)
+//	dequeue       an update statement that takes Token out of the fair queue was sent (Kind self: the
+//	              waiter gives up; expired: another removes it as dead)
+//	dequeued      that update returned
 //	killed        the nemesis killed Proc
 //	forcerelease  an operator's ForceRelease of Key (Fence: the holder it removed, if any)
-//	purge         an operator's Purge
+//	purge         an operator's Purge (N: documents deleted; Maybe: it failed, and may have deleted some)
 //	problem       something a child saw go wrong (Why)
 
 // write is one write the resource accepted.
