@@ -418,7 +418,16 @@ func runStress(t *testing.T, cfg stressConfig) []string {
 	problems = append(problems, checkWrites(history, accepted)...)
 	problems = append(problems, checkLost(history)...)
 	problems = append(problems, checkLinearizable(t, history)...)
+	problems = append(problems, checkFairOrder(t, history)...)
 	return problems
+}
+
+// checkFairOrder runs checkFair and the fair queue's model, and logs what
+// checkFair saw.
+func checkFairOrder(t *testing.T, history []hevent) []string {
+	problems, st := checkFair(history)
+	t.Logf("fair lock: %v", st)
+	return append(problems, checkFairLinearizable(t, history)...)
 }
 
 // countOps summarizes a history: how many events of each op (and kind).
@@ -489,6 +498,7 @@ func TestStressRecheck(t *testing.T) {
 	problems = append(problems, checkExclusion(history)...)
 	problems = append(problems, checkLost(history)...)
 	problems = append(problems, checkLinearizable(t, history)...)
+	problems = append(problems, checkFairOrder(t, history)...)
 	for _, p := range problems {
 		t.Error(p)
 	}
