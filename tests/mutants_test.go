@@ -148,6 +148,8 @@ var mutants = []mutant{
 		`		if held != asked && !(asked == 1 && held == 0) {`, `		if false {`, "^TestLimitMismatch$", nil},
 	{"a fair acquisition ignores the queue", "store.go",
 		`			bson.D{{Key: fieldOrder + ".0", Value: token}},`, `			bson.D{{Key: fieldOrder + ".0", Value: bson.D{{Key: "$exists", Value: true}}}},`, "^TestFairOrder$", nil},
+	{"a queued fair waiter takes the lock wherever it is in the queue", "store.go",
+		`			bson.D{{Key: fieldOrder + ".0", Value: token}},`, `			bson.D{{Key: fieldOrder, Value: token}},`, "^TestStress$", nil},
 	{"a dead fair waiter blocks the queue", "recipes.go",
 		`			if q := doc.queue[t]; q == nil || q.Expire.Before(now.earliest()) {`, `			if q := doc.queue[t]; q == nil {`, "^TestFairOrder$", nil},
 }
