@@ -129,7 +129,10 @@ func (c *Client) look(ctx context.Context, key, owner, token string, cfg lockCon
 		}
 		return doc, true, time.Time{}, nil
 	}
-	if cfg.fair && waiting && len(doc.order) > 0 {
+	if cfg.fair && len(doc.order) > 0 {
+		// Waiters ahead whose heartbeat surely ran out are dropped, also
+		// by an acquisition that does not wait (it is not queued: every
+		// waiter is ahead of it), which then tries once more.
 		var expired []string
 		for _, t := range doc.order {
 			if t == token {

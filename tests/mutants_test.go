@@ -152,6 +152,8 @@ var mutants = []mutant{
 		`			bson.D{{Key: fieldOrder + ".0", Value: token}},`, `			bson.D{{Key: fieldOrder, Value: token}},`, "^TestStress$", nil},
 	{"a dead fair waiter blocks the queue", "recipes.go",
 		`			if q := doc.queue[t]; q == nil || q.Expire.Before(now.earliest()) {`, `			if q := doc.queue[t]; q == nil {`, "^TestFairOrder$", nil},
+	{"a fair acquisition that does not wait leaves dead waiters queued", "recipes.go",
+		`	if cfg.fair && len(doc.order) > 0 {`, `	if cfg.fair && waiting && len(doc.order) > 0 {`, "^TestFairTryAcquireSkipsDeadWaiters$", nil},
 }
 
 // TestMutantsAreCaught plants every mutant and requires its catchers to

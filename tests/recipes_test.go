@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -613,6 +614,70 @@ func TestFairTryAcquireRespectsQueue(t *testing.T) {
 			t.Fatalf("a fair TryAcquire jumped the queue: %+v", info.Waiters())
 		}
 		_ = l.Release(ctx)
+	}
+}
+
+// TestFairTryAcquireSkipsDeadWaiters: a fair acquisition that does not
+// wait (TryAcquire, or Do without Timeout) is not refused because of
+// waiters whose heartbeats ran out — they are dropped, as a waiting one
+// drops them — but still yields to live waiters. (Found by the stress
+// harness: a waiter killed when nobody else was waiting blocked every
+// fair TryAcquire until a waiting acquisition came.)
+func TestFairTryAcquireSkipsDeadWaiters(t *testing.T) {
+	srv := mongolocktest.Start(t)
+	c := newClient(t, srv)
+	ctx := testCtx(t)
+	coll := lockColl(t, srv)
+	queue := func(key, name string, heartbeat time.Duration) {
+		t.Helper()
+		now, _, err := c.ServerTime(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: key}}, bson.D{
+			{Key: "$push", Value: bson.D{{Key: "order", Value: name}}},
+			{Key: "$set", Value: bson.D{{Key: "queue." + name, Value: bson.D{{Key: "owner", Value: name}, {Key: "expire", Value: now.Add(heartbeat)}}}}},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, try := range []struct {
+		name string
+		take func(key string) error // takes key and releases it
+	}{
+		{"TryAcquire", func(key string) error {
+			l, err := c.TryAcquire(ctx, key, mongolock.Fair())
+			if err == nil {
+				err = l.Release(ctx)
+			}
+			return err
+		}},
+		{"Do without Timeout", func(key string) error {
+			return c.Do(ctx, key, "", func(context.Context) error { return nil }, mongolock.Fair())
+		}},
+	} {
+		t.Run(try.name, func(t *testing.T) {
+			key := "q-" + strings.ReplaceAll(try.name, " ", "-")
+			if err := mustTry(t, c, key, mongolock.Fair()).Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			queue(key, "dead", -time.Minute)
+			if err := try.take(key); err != nil {
+				t.Fatalf("with only a dead waiter queued: %v", err)
+			}
+			if w := mustInfo(t, c, key).Waiters(); len(w) != 0 {
+				t.Errorf("waiters left: %+v", w)
+			}
+			queue(key, "dead", -time.Minute)
+			queue(key, "live", time.Minute)
+			err := try.take(key)
+			if !errors.Is(err, mongolock.ErrLocked) {
+				t.Fatalf("with a live waiter behind a dead one: %v; want ErrLocked", err)
+			}
+			if w := mustInfo(t, c, key).Waiters(); len(w) != 1 || w[0].Owner != "live" {
+				t.Errorf("waiters: %+v; want the live one", w)
+			}
+		})
 	}
 }
 
