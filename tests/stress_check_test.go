@@ -21,7 +21,7 @@ import (
 type hevent struct {
 	Proc   string `json:"proc"`
 	Op     string `json:"op"`             // see the ops below
-	Kind   string `json:"kind,omitempty"` // acquire: lease, seed (owner-named Lock), py (Python-style), closer (a Client closed while acquiring), entry, reader, writer, leader, fair; dequeue: self or expired
+	Kind   string `json:"kind,omitempty"` // acquire: lease, seed (owner-named Lock), py (Python-style), closer (a Client closed while acquiring), entry, reader, writer, leader, fair; try: fair (a fair acquisition's); dequeue: self or expired
 	ID     string `json:"id,omitempty"`   // try, tried, enqueue(d), dequeue(d): the driver's request ID, unique within Proc
 	Key    string `json:"key,omitempty"`
 	Token  string `json:"token,omitempty"`

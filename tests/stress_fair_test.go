@@ -131,8 +131,11 @@ func readFairHistory(history []hevent) fairHistory {
 				continue
 			}
 			r := &request{op: e.Op, proc: e.Proc, token: e.Token, call: e.Call, hb: e.Heartbeat}
-			if e.Op == "try" && strings.HasPrefix(e.Token, "py:") {
+			switch {
+			case e.Op == "try" && strings.HasPrefix(e.Token, "py:"):
 				r.op = "python" // a Python-style acquisition replaces the document
+			case e.Op == "try" && e.Kind != "fair":
+				continue // not promised to respect the queue, nor does it change it
 			}
 			if e.Op == "enqueue" {
 				fh.enqueues++
@@ -520,7 +523,7 @@ func (f *fairEvents) enqueue(proc string, call, ret, hb int64, outcome int) []he
 // try: proc's fair acquisition's try in [call, ret].
 func (f *fairEvents) try(proc string, call, ret int64, outcome int) []hevent {
 	id := f.id()
-	return []hevent{{Proc: proc, Op: "try", ID: id, Key: fairKey, Token: proc, Call: call}, f.reply("tried", proc, id, ret, outcome)}
+	return []hevent{{Proc: proc, Op: "try", ID: id, Key: fairKey, Token: proc, Kind: "fair", Call: call}, f.reply("tried", proc, id, ret, outcome)}
 }
 
 // giveUp: proc takes itself out of the queue in [call, ret].
@@ -619,6 +622,9 @@ func TestFairCheck(t *testing.T) {
 			f.enqueue("a", 0, 1, hb, fApplied), f.enqueue("b", 2, 3, hb, fApplied),
 			[]hevent{{Proc: "py", Op: "try", ID: "p", Key: fairKey, Token: "py:x", Call: 4}, {Proc: "py", Op: "tried", ID: "p", Return: 5, OK: true}},
 			f.try("b", 10, 11, fApplied)), true},
+		{"an acquisition without Fair may take the lock ahead of the queue", h(
+			f.enqueue("a", 0, 1, hb, fApplied),
+			[]hevent{{Proc: "b", Op: "try", ID: "l", Key: fairKey, Token: "b", Call: 10}, {Proc: "b", Op: "tried", ID: "l", Return: 11, OK: true}}), true},
 		{"a force-release leaves the queue", h(
 			f.enqueue("a", 0, 1, hb, fApplied), f.enqueue("b", 2, 3, hb, fApplied),
 			[]hevent{{Proc: "operator", Op: "forcerelease", Key: fairKey, Call: 4, Return: 5, OK: true}}, f.try("b", 10, 11, fApplied)), false},

@@ -690,11 +690,15 @@ func (m *tryLog) startedFindAndModify(e *driverevent.CommandStartedEvent) {
 			}
 		}
 	}
+	kind := ""
+	if _, ok := e.Command.Lookup("update", "$pull", "order").StringValueOK(); ok {
+		kind = "fair" // store.acquireFair: it leaves the queue as it takes the lock
+	}
 	m.mu.Lock()
 	m.tries[owner]++
 	m.inflight[e.RequestID] = logged{op: "try", owner: owner, token: token}
 	m.mu.Unlock()
-	m.record(hevent{Op: "try", ID: id, Key: key, Token: token, Owner: owner, Call: now()})
+	m.record(hevent{Op: "try", ID: id, Key: key, Token: token, Owner: owner, Kind: kind, Call: now()})
 }
 
 // startedUpdate records the statements of an update that take a token out
