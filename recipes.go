@@ -280,7 +280,7 @@ func (c *Client) releaseEntry(ctx context.Context, key, token string, surelyHeld
 			break
 		}
 		d, ferr := c.store.find(ctx, key)
-		if ferr == nil && d.holders[token] != nil {
+		if ferr == nil && d.kind != "" && d.holders[token] != nil {
 			continue // still there: a release raced between the two updates
 		}
 		ok = unknown && surelyHeld

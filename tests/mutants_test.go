@@ -144,6 +144,8 @@ var mutants = []mutant{
 		`bson.D{{Key: holderField(token, entryExpire), Value: bson.D{{Key: "$exists", Value: true}}}},`, "lib:^TestEntryRenewAfterExpiryQuery$", nil},
 	{"ForceRelease leaves a semaphore's holders", "store.go",
 		`bson.D{{Key: fieldHolders, Value: ""}, {Key: fieldCount, Value: ""}, {Key: fieldWriter, Value: ""}}`, `bson.D{{Key: fieldWriter, Value: ""}}`, "^TestRecipesKeepAlive$", nil},
+	{"an entry's operations ignore an exclusive takeover", "store.go",
+		`Value: bson.D{{Key: "$in", Value: bson.A{markSemaphore, markShared}}}}}`, `Value: bson.D{{Key: "$exists", Value: true}}}}`, "^TestEntryAfterExclusiveTakeover$", nil},
 	{"holders that disagree on the limit wait instead", "recipes.go",
 		`		if held != asked && !(asked == 1 && held == 0) {`, `		if false {`, "^TestLimitMismatch$", nil},
 	{"a fair acquisition ignores the queue", "store.go",

@@ -681,6 +681,79 @@ func TestFairTryAcquireSkipsDeadWaiters(t *testing.T) {
 	}
 }
 
+// TestEntryAfterExclusiveTakeover: once every holder of a semaphore or a
+// shared lock surely expired and an exclusive acquisition (a writer) took
+// the document, the expired holders' entries, still in it, give them
+// nothing: a late release does not free the writer's lock, and an
+// acquisition that was finishing (its fence raise) fails instead of
+// joining the writer. (Found by the stress harness: a reader whose entry
+// expired while it waited out a clock error raised its fence into a
+// writer's document, held a lease beside the writer, and its release then
+// freed the writer's lock to two more writers.)
+func TestEntryAfterExclusiveTakeover(t *testing.T) {
+	srv := mongolocktest.Start(t)
+	c := newClient(t, srv)
+	ctx := testCtx(t)
+	for _, kind := range []struct {
+		name string
+		opt  mongolock.LockOption
+	}{{"reader", mongolock.Shared()}, {"semaphore holder", mongolock.Limit(2)}} {
+		t.Run(kind.name+"'s late release", func(t *testing.T) {
+			key := "release-" + strings.ReplaceAll(kind.name, " ", "-")
+			stale := mustTry(t, c, key, kind.opt, mongolock.Expire(100*time.Millisecond), mongolock.KeepAlive(false))
+			time.Sleep(100*time.Millisecond + 2*time.Second/10)
+			w := mustTry(t, c, key, mongolock.Owner("writer"))
+			if err := stale.Release(ctx); !errors.Is(err, mongolock.ErrNotHeld) {
+				t.Errorf("the expired holder's Release: %v; want ErrNotHeld", err)
+			}
+			if info := mustInfo(t, c, key); !info.Locked || info.Owner != "writer" {
+				t.Fatalf("after the expired holder's Release: locked %v by %q; want held by the writer", info.Locked, info.Owner)
+			}
+			if l, err := c.TryAcquire(ctx, key); err == nil {
+				t.Fatalf("another acquisition took the writer's lock (fence %d)", l.Fence())
+			}
+			if err := w.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+		t.Run(kind.name+"'s acquisition finishing late", func(t *testing.T) {
+			// A document the Python package wrote has no fence, so the
+			// acquisition waits out a clock error (1s) before raising its
+			// fence; its 100ms entry expires meanwhile, and a writer takes
+			// the document.
+			key := "finish-" + strings.ReplaceAll(kind.name, " ", "-")
+			if _, err := lockColl(t, srv).InsertOne(ctx, bson.D{{Key: "_id", Value: key}, {Key: "locked", Value: false},
+				{Key: "owner", Value: nil}, {Key: "created", Value: nil}, {Key: "expire", Value: nil}}); err != nil {
+				t.Fatal(err)
+			}
+			type result struct {
+				l   *mongolock.Lease
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				l, err := c.TryAcquire(ctx, key, kind.opt, mongolock.Expire(100*time.Millisecond), mongolock.KeepAlive(false))
+				done <- result{l, err}
+			}()
+			time.Sleep(100*time.Millisecond + 2*time.Second/10)
+			w, err := newClient(t, srv).TryAcquire(ctx, key, mongolock.Owner("writer"))
+			if err != nil {
+				t.Fatalf("the writer, once the entry surely expired: %v (the acquisition did not wait as this test needs)", err)
+			}
+			r := <-done
+			if r.err == nil {
+				t.Fatalf("the %s's acquisition succeeded (fence %d) while the writer (fence %d) holds the lock", kind.name, r.l.Fence(), w.Fence())
+			}
+			if !errors.Is(r.err, mongolock.ErrLost) {
+				t.Errorf("the %s's acquisition: %v; want ErrLost (taken over before its fence was raised)", kind.name, r.err)
+			}
+			if info := mustInfo(t, c, key); !info.Locked || info.Owner != "writer" {
+				t.Fatalf("locked %v by %q; want held by the writer", info.Locked, info.Owner)
+			}
+		})
+	}
+}
+
 // TestEntryRenewAfterExpiry: a semaphore holder or reader that expired
 // cannot renew, even if nobody took its place: it must assume it lost.
 func TestEntryRenewAfterExpiry(t *testing.T) {
