@@ -45,9 +45,9 @@ type hevent struct {
 //
 //	acquire       an acquisition returned (OK) or failed; a lease's Until is its ExpiresAt then
 //	promise       a holder checked Lost and ExpiresAt before acting: it may act from At until Until
-//	release       a release (OK: succeeded; refused releases have OK false); Close's releases too
+//	release       a release (OK: succeeded; refused releases have OK false)
 //	releasing     a holder is about to call release: it stopped acting at Call (also if killed before it returns)
-//	stop          a release whose outcome is unknown: the holder stopped acting at Call
+//	stop          a release whose outcome is unknown, or a Close: the holder stopped acting at Call
 //	lost          a holder saw Lost closed (Return: when it closed)
 //	try, tried    a findAndModify (an acquisition's attempt) was sent, and its outcome
 //	enqueue       a fair waiter's findAndModify that queues Token (or refreshes its place) was sent
