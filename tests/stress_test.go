@@ -301,10 +301,14 @@ func runStress(t *testing.T, cfg stressConfig) []string {
 		time.Sleep(time.Duration(300+rng.IntN(500)) * time.Millisecond)
 		switch f := rng.IntN(13); f {
 		case 0: // kill a child (half the time one with a fair waiter queued), start a replacement
-			i := rng.IntN(len(children))
-			if j, ok := fairWaiterChild(admin, children, rng); ok && rng.IntN(2) == 0 {
-				i = j
-				faults["kill a fair waiter"]++
+			// (The draws do not depend on what is queued, so that a seed
+			// replays the same faults.)
+			i, coin, pick := rng.IntN(len(children)), rng.IntN(2), rng.Uint64()
+			if coin == 0 {
+				if j, ok := fairWaiterChild(admin, children, pick); ok {
+					i = j
+					faults["kill a fair waiter"]++
+				}
 			}
 			victim := children[i]
 			killed[victim.name] = true
@@ -383,8 +387,9 @@ func runStress(t *testing.T, cfg stressConfig) []string {
 	// A last kill, of a child with a fair waiter queued (the first seen
 	// within a second): nobody may be left to remove that waiter, and the
 	// end check needs its place to stop counting by itself.
+	pick := rng.Uint64()
 	for watch := time.Now().Add(time.Second); time.Now().Before(watch); time.Sleep(20 * time.Millisecond) {
-		if i, ok := fairWaiterChild(admin, children, rng); ok {
+		if i, ok := fairWaiterChild(admin, children, pick); ok {
 			killed[children[i].name] = true
 			_ = children[i].cmd.Process.Signal(syscall.SIGKILL)
 			nemesis = append(nemesis, hevent{Proc: children[i].name, Op: "killed", Return: now()})
@@ -484,10 +489,10 @@ type stressChild struct {
 	out  *strings.Builder
 }
 
-// fairWaiterChild picks, at random, one of children that has a waiter
-// queued for the fair lock (workers name their fair waiters
+// fairWaiterChild picks (by pick, a random number) one of children that
+// has a waiter queued for the fair lock (workers name their fair waiters
 // "<child>-f-..." and closers' "<child>-closer-...").
-func fairWaiterChild(admin *mongolock.Client, children []*stressChild, rng *rand.Rand) (int, bool) {
+func fairWaiterChild(admin *mongolock.Client, children []*stressChild, pick uint64) (int, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	info, err := admin.Info(ctx, fairKey)
@@ -506,7 +511,7 @@ func fairWaiterChild(admin *mongolock.Client, children []*stressChild, rng *rand
 	if len(with) == 0 {
 		return 0, false
 	}
-	return with[rng.IntN(len(with))], true
+	return with[pick%uint64(len(with))], true
 }
 
 // countOps summarizes a history: how many events of each op (and kind).
