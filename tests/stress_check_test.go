@@ -29,7 +29,7 @@ type hevent struct {
 	Call   int64  `json:"call,omitempty"`
 	Return int64  `json:"ret,omitempty"`
 	OK     bool   `json:"ok,omitempty"`
-	Maybe  bool   `json:"maybe,omitempty"`  // tried, enqueued, dequeued: the outcome is unknown (a failure other than a duplicate key, or a write concern error); purge: it failed
+	Maybe  bool   `json:"maybe,omitempty"`  // tried, enqueued, dequeued: the outcome is unknown (a failure other than a duplicate key, or a write concern error); purge: it failed; release (refused): an earlier attempt of it, whose reply was lost, may have released
 	Fence  int64  `json:"fence,omitempty"`  // acquire (0: not known), forcerelease: the stored fence
 	Until  int64  `json:"until,omitempty"`  // acquire, promise: the holder may act until then (ExpiresAt); 0: no promise
 	At     int64  `json:"at,omitempty"`     // promise: when the holder looked
@@ -415,8 +415,14 @@ func linearizabilityBudget() time.Duration {
 // This is sound: every linearization of the full history gives one of the
 // reduced history.
 //
-// A refused release is also excused when it was called after its lease's
-// last promised instant (an expired lease may be taken over, or purged),
+// A refused release is excused, too, when the library says an earlier
+// attempt of it, whose reply was lost, may have released the lock before
+// someone else took it (Maybe).
+//
+// A refused release is also excused when it may have taken effect after its
+// lease's last promised instant — it returned after it: a release delayed
+// (a paused server, a resend) may land after the lease expired, and an
+// expired lease may be taken over, or purged —
 // since the model does not see expiry.
 func historyOps(history []hevent) []porcupine.Operation {
 	const (
@@ -518,8 +524,8 @@ func historyOps(history []hevent) []porcupine.Operation {
 		if !ok {
 			return true // its acquisition is not in the history
 		}
-		if u := until[rel.Token]; u != 0 && rel.Call >= u {
-			return true // called after its lease's last promise: it may have expired
+		if u := until[rel.Token]; u != 0 && rel.Return >= u {
+			return true // it may have taken effect after its lease's last promise: the lease may have expired
 		}
 		from := begins(a)
 		for _, w := range unknown[rel.Key] {
@@ -545,7 +551,7 @@ func historyOps(history []hevent) []porcupine.Operation {
 		case e.Op == "release":
 			ops = append(ops, porcupine.Operation{
 				ClientId: client(e.Proc),
-				Input:    lockInput{op: "release", key: e.Key, token: e.Token, excused: !e.OK && excused(e)},
+				Input:    lockInput{op: "release", key: e.Key, token: e.Token, excused: !e.OK && (e.Maybe || excused(e))},
 				Call:     e.Call, Output: lockOutput{ok: e.OK}, Return: e.Return,
 			})
 		case e.Op == "forcerelease" && e.OK:
@@ -832,6 +838,35 @@ func TestMultiModel(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := porcupine.CheckOperations(multiModel, tt.ops); got != tt.ok {
+				t.Fatalf("linearizable = %v; want %v", got, tt.ok)
+			}
+		})
+	}
+	// The model does not see expiry, so a refused release is excused when
+	// it may have taken effect after the lease's last promised instant
+	// (historyOps): then the lease may have expired and been taken over —
+	// by an exclusive acquisition, which the model adds beside the holder.
+	lease := func(proc string, call, ret, fence, until int64) hevent {
+		return hevent{Proc: proc, Op: "acquire", Kind: "lease", Key: "k", Token: proc, Call: call, Return: ret, OK: true, Fence: fence, Until: until}
+	}
+	release := func(proc string, call, ret int64) hevent {
+		return hevent{Proc: proc, Op: "release", Key: "k", Token: proc, Call: call, Return: ret}
+	}
+	for _, tt := range []struct {
+		name    string
+		history []hevent
+		ok      bool
+	}{
+		{"a release delayed past the lease's expiry, refused after a takeover", []hevent{
+			lease("a", 0, 1, 10, 100), release("a", 50, 150), lease("b", 120, 130, 11, 300)}, true},
+		{"a release refused before the lease's expiry", []hevent{
+			lease("a", 0, 1, 10, 100), release("a", 50, 60), lease("b", 120, 130, 11, 300)}, false},
+		{"a release refused after an attempt whose reply was lost", []hevent{
+			lease("a", 0, 1, 10, 1000), lease("b", 52, 55, 11, 300),
+			{Proc: "a", Op: "release", Key: "k", Token: "a", Call: 50, Return: 60, Maybe: true}}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := porcupine.CheckOperations(multiModel, historyOps(tt.history)); got != tt.ok {
 				t.Fatalf("linearizable = %v; want %v", got, tt.ok)
 			}
 		})

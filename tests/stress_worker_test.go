@@ -341,10 +341,14 @@ func (w *stressWorker) lease(rng *rand.Rand, key string, res *resourceConn) {
 }
 
 // recordRelease records a release: done or refused (for the model), or,
-// when its outcome is unknown, only that the holder stopped acting.
+// when its outcome is unknown, only that the holder stopped acting. A
+// refusal after an attempt whose reply was lost is marked Maybe: that
+// attempt may have released the lock before someone else took it, which
+// the library cannot tell apart from a takeover and says so (Lease.Release).
 func (w *stressWorker) recordRelease(key, token string, call, ret int64, err error) {
 	if err == nil || errors.Is(err, mongolock.ErrNotHeld) {
-		w.record(hevent{Op: "release", Key: key, Token: token, Call: call, Return: ret, OK: err == nil})
+		maybe := err != nil && strings.Contains(err.Error(), "may have released it first")
+		w.record(hevent{Op: "release", Key: key, Token: token, Call: call, Return: ret, OK: err == nil, Maybe: maybe})
 		return
 	}
 	w.record(hevent{Op: "stop", Key: key, Token: token, Call: call, Return: ret, Why: err.Error()})
