@@ -174,8 +174,9 @@ func spanKind(what string) string {
 // entitlementEnds returns, per token, the earliest moment its holder's
 // entitlement ended: it called release (or Close did), saw Lost close, or
 // an operator force-released it (the force-release names the holder it
-// removed by owner; every acquisition in the harness has an owner name of
-// its own).
+// removed by owner — every acquisition in the harness has an owner name of
+// its own — or, for a semaphore's or shared lock's document, by its mark:
+// then it removed every holder).
 func entitlementEnds(history []hevent) map[string]int64 {
 	end := map[string]int64{}
 	note := func(token string, t int64) {
@@ -197,8 +198,11 @@ func entitlementEnds(history []hevent) map[string]int64 {
 		}
 	}
 	for _, f := range forced {
+		// A semaphore's or shared lock's document is named by its mark:
+		// ForceRelease removes every holder of it.
+		every := f.Owner == "*semaphore" || f.Owner == "*shared"
 		for _, a := range acquisitions {
-			if a.Key == f.Key && a.Owner == f.Owner && a.Return <= f.Return {
+			if a.Key == f.Key && (a.Owner == f.Owner || every) && a.Return <= f.Return {
 				note(a.Token, f.Call)
 			}
 		}
@@ -705,6 +709,12 @@ func TestExclusionCheck(t *testing.T) {
 		{"readers share", []hevent{kind(acq("a", 10, 100, 1), "reader"), kind(acq("b", 20, 100, 2), "reader"), kind(acq("c", 30, 100, 3), "reader")}, true},
 		{"a writer among readers", []hevent{kind(acq("a", 10, 100, 1), "reader"), kind(acq("w", 20, 100, 2), "writer")}, false},
 		{"a reader after the writer released", []hevent{kind(acq("w", 10, 100, 1), "writer"), {Proc: "w", Op: "release", Key: "k", Token: "w", Call: 40, Return: 45, OK: true}, kind(acq("a", 50, 200, 2), "reader")}, true},
+		{"readers force-released", []hevent{kind(acq("a", 10, 100, 1), "reader"), kind(acq("b", 20, 100, 2), "reader"),
+			{Proc: "op", Op: "forcerelease", Key: "k", Call: 40, Return: 45, OK: true, Fence: 2, Owner: "*shared"}, acq("c", 50, 200, 3)}, true},
+		{"readers force-released on another key", []hevent{kind(acq("a", 10, 100, 1), "reader"),
+			{Proc: "op", Op: "forcerelease", Key: "other", Call: 40, Return: 45, OK: true, Fence: 2, Owner: "*shared"}, acq("c", 50, 200, 3)}, false},
+		{"semaphore holders force-released", []hevent{kind(acq("a", 10, 100, 1), "entry"), kind(acq("b", 20, 100, 2), "entry"),
+			{Proc: "op", Op: "forcerelease", Key: "k", Call: 40, Return: 45, OK: true, Fence: 2, Owner: "*semaphore"}, acq("c", 50, 200, 3)}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
