@@ -310,7 +310,9 @@ func (k *keeper) entryFate(l *Lease, doc *lockDoc, now serverTime, d time.Durati
 	switch {
 	case doc == nil:
 		l.lose(fmt.Errorf("%w: the document of %q was deleted", ErrLost, l.key))
-	case e == nil:
+	case doc.kind == "" && doc.Locked:
+		l.lose(fmt.Errorf("%w: %q was taken over by %q", ErrLost, l.key, doc.Owner))
+	case e == nil || doc.kind == "":
 		l.lose(fmt.Errorf("%w: %q was released elsewhere, or expired and was removed", ErrLost, l.key))
 	case e.Expire.IsZero() || !e.Expire.Before(expire):
 		l.renewed(now, d, 0)

@@ -129,7 +129,10 @@ func (c *Client) look(ctx context.Context, key, owner, token string, cfg lockCon
 		}
 		return doc, true, time.Time{}, nil
 	}
-	if cfg.fair && waiting && len(doc.order) > 0 {
+	if cfg.fair && len(doc.order) > 0 {
+		// Waiters ahead whose heartbeat surely ran out are dropped, also
+		// by an acquisition that does not wait (it is not queued: every
+		// waiter is ahead of it), which then tries once more.
 		var expired []string
 		for _, t := range doc.order {
 			if t == token {
@@ -277,7 +280,7 @@ func (c *Client) releaseEntry(ctx context.Context, key, token string, surelyHeld
 			break
 		}
 		d, ferr := c.store.find(ctx, key)
-		if ferr == nil && d.holders[token] != nil {
+		if ferr == nil && d.kind != "" && d.holders[token] != nil {
 			continue // still there: a release raced between the two updates
 		}
 		ok = unknown && surelyHeld

@@ -560,6 +560,16 @@ func surelyExpired(field string, now serverTime) bson.D {
 	return bson.D{{Key: field, Value: bson.D{{Key: "$lt", Value: now.earliest()}}}}
 }
 
+// ofRecipe matches a document that is a semaphore's or a shared lock's
+// (its token is one of their marks). An operation on an entry requires it
+// as well as the entry: an exclusive acquisition that took the document
+// once every holder surely expired leaves their entries (and count) behind,
+// and they must give their holders nothing — no fence raise, renewal or
+// release in a lock that is now someone else's.
+func ofRecipe() bson.D {
+	return bson.D{{Key: fieldToken, Value: bson.D{{Key: "$in", Value: bson.A{markSemaphore, markShared}}}}}
+}
+
 func holderPath(token string) string     { return fieldHolders + "." + token }
 func holderField(token, f string) string { return fieldHolders + "." + token + "." + f }
 func queuePath(token string) string      { return fieldQueue + "." + token }
@@ -645,8 +655,8 @@ func (s *store) acquireEntry(ctx context.Context, key, owner, token string, now 
 }
 
 // removeEntries removes, in one round trip (an ordered bulk write of two
-// updates per entry), the entries of tokens that match cond(token), each
-// with count: the one that leaves holders empty also writes the released
+// updates per entry), the entries of tokens that match cond(token) in a
+// semaphore's or shared lock's document (ofRecipe), each with count: the one that leaves holders empty also writes the released
 // shape (as the exclusive lock's release), so that the Python package and
 // the exclusive lock see the lock free at once. Exactly one of an entry's
 // two updates can match. It returns how many entries it removed.
@@ -657,8 +667,8 @@ func (s *store) removeEntries(ctx context.Context, key string, tokens []string, 
 		last = append(last, bson.E{Key: "$unset", Value: bson.D{{Key: holderPath(t), Value: ""}}})
 		last[0].Value = append(last[0].Value.(bson.D), bson.E{Key: fieldCount, Value: 0})
 		models = append(models,
-			mongo.NewUpdateOneModel().SetFilter(recipeGuarded(key, cond(t), bson.D{{Key: fieldCount, Value: 1}})).SetUpdate(last),
-			mongo.NewUpdateOneModel().SetFilter(recipeGuarded(key, cond(t), bson.D{{Key: fieldCount, Value: bson.D{{Key: "$gt", Value: 1}}}})).SetUpdate(bson.D{
+			mongo.NewUpdateOneModel().SetFilter(recipeGuarded(key, ofRecipe(), cond(t), bson.D{{Key: fieldCount, Value: 1}})).SetUpdate(last),
+			mongo.NewUpdateOneModel().SetFilter(recipeGuarded(key, ofRecipe(), cond(t), bson.D{{Key: fieldCount, Value: bson.D{{Key: "$gt", Value: 1}}}})).SetUpdate(bson.D{
 				{Key: "$unset", Value: bson.D{{Key: holderPath(t), Value: ""}}},
 				{Key: "$inc", Value: bson.D{{Key: fieldCount, Value: -1}}},
 				{Key: "$currentDate", Value: bson.D{{Key: fieldReleased, Value: true}}},
@@ -703,7 +713,7 @@ func entryLive(token string, now serverTime) bson.D {
 // expire at least at expire ($max, as renewLease), and the document's
 // expiry with it.
 func renewEntryModel(key, token string, now serverTime, expire time.Time) *mongo.UpdateOneModel {
-	return mongo.NewUpdateOneModel().SetFilter(recipeGuarded(key, entryLive(token, now))).SetUpdate(bson.D{
+	return mongo.NewUpdateOneModel().SetFilter(recipeGuarded(key, ofRecipe(), entryLive(token, now))).SetUpdate(bson.D{
 		{Key: "$max", Value: bson.D{{Key: holderField(token, entryExpire), Value: expire}, {Key: fieldExpire, Value: expire}}},
 	})
 }
@@ -723,14 +733,16 @@ func (s *store) renewEntry(ctx context.Context, key, token string, now serverTim
 // least fence (and, unless renew is zero, their expiries to at least renew)
 // and returns the document's fence as it was before: if that was not below
 // fence, another holder took a higher fence meanwhile and the caller raises
-// again above it. ok is false if the entry is gone.
+// again above it. ok is false if the entry is gone, or the document is no
+// longer a semaphore's or shared lock's (an exclusive acquisition took it
+// after the entry expired).
 func (s *store) raiseEntryFence(ctx context.Context, key, token string, fence int64, renew time.Time) (before int64, ok bool, err error) {
 	raise := bson.D{{Key: fieldFence, Value: fence}, {Key: holderField(token, entryFence), Value: fence}}
 	if !renew.IsZero() {
 		raise = append(raise, bson.E{Key: holderField(token, entryExpire), Value: renew}, bson.E{Key: fieldExpire, Value: renew})
 	}
 	raw, err := s.coll.FindOneAndUpdate(ctx,
-		recipeGuarded(key, exists(holderPath(token), true)),
+		recipeGuarded(key, ofRecipe(), exists(holderPath(token), true)),
 		bson.D{{Key: "$max", Value: raise}, stampAcquired},
 		options.FindOneAndUpdate().SetReturnDocument(options.Before)).Raw()
 	switch {

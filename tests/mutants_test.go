@@ -144,12 +144,18 @@ var mutants = []mutant{
 		`bson.D{{Key: holderField(token, entryExpire), Value: bson.D{{Key: "$exists", Value: true}}}},`, "lib:^TestEntryRenewAfterExpiryQuery$", nil},
 	{"ForceRelease leaves a semaphore's holders", "store.go",
 		`bson.D{{Key: fieldHolders, Value: ""}, {Key: fieldCount, Value: ""}, {Key: fieldWriter, Value: ""}}`, `bson.D{{Key: fieldWriter, Value: ""}}`, "^TestRecipesKeepAlive$", nil},
+	{"an entry's operations ignore an exclusive takeover", "store.go",
+		`Value: bson.D{{Key: "$in", Value: bson.A{markSemaphore, markShared}}}}}`, `Value: bson.D{{Key: "$exists", Value: true}}}}`, "^TestEntryAfterExclusiveTakeover$", nil},
 	{"holders that disagree on the limit wait instead", "recipes.go",
 		`		if held != asked && !(asked == 1 && held == 0) {`, `		if false {`, "^TestLimitMismatch$", nil},
 	{"a fair acquisition ignores the queue", "store.go",
 		`			bson.D{{Key: fieldOrder + ".0", Value: token}},`, `			bson.D{{Key: fieldOrder + ".0", Value: bson.D{{Key: "$exists", Value: true}}}},`, "^TestFairOrder$", nil},
+	{"a queued fair waiter takes the lock wherever it is in the queue", "store.go",
+		`			bson.D{{Key: fieldOrder + ".0", Value: token}},`, `			bson.D{{Key: fieldOrder, Value: token}},`, "^TestStress$", nil},
 	{"a dead fair waiter blocks the queue", "recipes.go",
 		`			if q := doc.queue[t]; q == nil || q.Expire.Before(now.earliest()) {`, `			if q := doc.queue[t]; q == nil {`, "^TestFairOrder$", nil},
+	{"a fair acquisition that does not wait leaves dead waiters queued", "recipes.go",
+		`	if cfg.fair && len(doc.order) > 0 {`, `	if cfg.fair && waiting && len(doc.order) > 0 {`, "^TestFairTryAcquireSkipsDeadWaiters$", nil},
 }
 
 // TestMutantsAreCaught plants every mutant and requires its catchers to

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -613,6 +614,143 @@ func TestFairTryAcquireRespectsQueue(t *testing.T) {
 			t.Fatalf("a fair TryAcquire jumped the queue: %+v", info.Waiters())
 		}
 		_ = l.Release(ctx)
+	}
+}
+
+// TestFairTryAcquireSkipsDeadWaiters: a fair acquisition that does not
+// wait (TryAcquire, or Do without Timeout) is not refused because of
+// waiters whose heartbeats ran out — they are dropped, as a waiting one
+// drops them — but still yields to live waiters. (Found by the stress
+// harness: a waiter killed when nobody else was waiting blocked every
+// fair TryAcquire until a waiting acquisition came.)
+func TestFairTryAcquireSkipsDeadWaiters(t *testing.T) {
+	srv := mongolocktest.Start(t)
+	c := newClient(t, srv)
+	ctx := testCtx(t)
+	coll := lockColl(t, srv)
+	queue := func(key, name string, heartbeat time.Duration) {
+		t.Helper()
+		now, _, err := c.ServerTime(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: key}}, bson.D{
+			{Key: "$push", Value: bson.D{{Key: "order", Value: name}}},
+			{Key: "$set", Value: bson.D{{Key: "queue." + name, Value: bson.D{{Key: "owner", Value: name}, {Key: "expire", Value: now.Add(heartbeat)}}}}},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, try := range []struct {
+		name string
+		take func(key string) error // takes key and releases it
+	}{
+		{"TryAcquire", func(key string) error {
+			l, err := c.TryAcquire(ctx, key, mongolock.Fair())
+			if err == nil {
+				err = l.Release(ctx)
+			}
+			return err
+		}},
+		{"Do without Timeout", func(key string) error {
+			return c.Do(ctx, key, "", func(context.Context) error { return nil }, mongolock.Fair())
+		}},
+	} {
+		t.Run(try.name, func(t *testing.T) {
+			key := "q-" + strings.ReplaceAll(try.name, " ", "-")
+			if err := mustTry(t, c, key, mongolock.Fair()).Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			queue(key, "dead", -time.Minute)
+			if err := try.take(key); err != nil {
+				t.Fatalf("with only a dead waiter queued: %v", err)
+			}
+			if w := mustInfo(t, c, key).Waiters(); len(w) != 0 {
+				t.Errorf("waiters left: %+v", w)
+			}
+			queue(key, "dead", -time.Minute)
+			queue(key, "live", time.Minute)
+			err := try.take(key)
+			if !errors.Is(err, mongolock.ErrLocked) {
+				t.Fatalf("with a live waiter behind a dead one: %v; want ErrLocked", err)
+			}
+			if w := mustInfo(t, c, key).Waiters(); len(w) != 1 || w[0].Owner != "live" {
+				t.Errorf("waiters: %+v; want the live one", w)
+			}
+		})
+	}
+}
+
+// TestEntryAfterExclusiveTakeover: once every holder of a semaphore or a
+// shared lock surely expired and an exclusive acquisition (a writer) took
+// the document, the expired holders' entries, still in it, give them
+// nothing: a late release does not free the writer's lock, and an
+// acquisition that was finishing (its fence raise) fails instead of
+// joining the writer. (Found by the stress harness: a reader whose entry
+// expired while it waited out a clock error raised its fence into a
+// writer's document, held a lease beside the writer, and its release then
+// freed the writer's lock to two more writers.)
+func TestEntryAfterExclusiveTakeover(t *testing.T) {
+	srv := mongolocktest.Start(t)
+	c := newClient(t, srv)
+	ctx := testCtx(t)
+	for _, kind := range []struct {
+		name string
+		opt  mongolock.LockOption
+	}{{"reader", mongolock.Shared()}, {"semaphore holder", mongolock.Limit(2)}} {
+		t.Run(kind.name+"'s late release", func(t *testing.T) {
+			key := "release-" + strings.ReplaceAll(kind.name, " ", "-")
+			stale := mustTry(t, c, key, kind.opt, mongolock.Expire(100*time.Millisecond), mongolock.KeepAlive(false))
+			time.Sleep(100*time.Millisecond + 2*time.Second/10)
+			w := mustTry(t, c, key, mongolock.Owner("writer"))
+			if err := stale.Release(ctx); !errors.Is(err, mongolock.ErrNotHeld) {
+				t.Errorf("the expired holder's Release: %v; want ErrNotHeld", err)
+			}
+			if info := mustInfo(t, c, key); !info.Locked || info.Owner != "writer" {
+				t.Fatalf("after the expired holder's Release: locked %v by %q; want held by the writer", info.Locked, info.Owner)
+			}
+			if l, err := c.TryAcquire(ctx, key); err == nil {
+				t.Fatalf("another acquisition took the writer's lock (fence %d)", l.Fence())
+			}
+			if err := w.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+		t.Run(kind.name+"'s acquisition finishing late", func(t *testing.T) {
+			// A document the Python package wrote has no fence, so the
+			// acquisition waits out a clock error (1s) before raising its
+			// fence; its 100ms entry expires meanwhile, and a writer takes
+			// the document.
+			key := "finish-" + strings.ReplaceAll(kind.name, " ", "-")
+			if _, err := lockColl(t, srv).InsertOne(ctx, bson.D{{Key: "_id", Value: key}, {Key: "locked", Value: false},
+				{Key: "owner", Value: nil}, {Key: "created", Value: nil}, {Key: "expire", Value: nil}}); err != nil {
+				t.Fatal(err)
+			}
+			type result struct {
+				l   *mongolock.Lease
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				l, err := c.TryAcquire(ctx, key, kind.opt, mongolock.Expire(100*time.Millisecond), mongolock.KeepAlive(false))
+				done <- result{l, err}
+			}()
+			time.Sleep(100*time.Millisecond + 2*time.Second/10)
+			w, err := newClient(t, srv).TryAcquire(ctx, key, mongolock.Owner("writer"))
+			if err != nil {
+				t.Fatalf("the writer, once the entry surely expired: %v (the acquisition did not wait as this test needs)", err)
+			}
+			r := <-done
+			if r.err == nil {
+				t.Fatalf("the %s's acquisition succeeded (fence %d) while the writer (fence %d) holds the lock", kind.name, r.l.Fence(), w.Fence())
+			}
+			if !errors.Is(r.err, mongolock.ErrLost) {
+				t.Errorf("the %s's acquisition: %v; want ErrLost (taken over before its fence was raised)", kind.name, r.err)
+			}
+			if info := mustInfo(t, c, key); !info.Locked || info.Owner != "writer" {
+				t.Fatalf("locked %v by %q; want held by the writer", info.Locked, info.Owner)
+			}
+		})
 	}
 }
 

@@ -21,15 +21,15 @@ import (
 type hevent struct {
 	Proc   string `json:"proc"`
 	Op     string `json:"op"`             // see the ops below
-	Kind   string `json:"kind,omitempty"` // acquire: lease, seed (owner-named Lock), py (Python-style), closer (a Client closed while acquiring)
-	ID     string `json:"id,omitempty"`   // try and tried: the driver's request ID, unique within Proc
+	Kind   string `json:"kind,omitempty"` // acquire: lease, seed (owner-named Lock), py (Python-style), closer (a Client closed while acquiring), entry, reader, writer, leader, fair; try: fair (a fair acquisition's); dequeue: self or expired
+	ID     string `json:"id,omitempty"`   // try, tried, enqueue(d), dequeue(d): the driver's request ID, unique within Proc
 	Key    string `json:"key,omitempty"`
 	Token  string `json:"token,omitempty"`
 	Owner  string `json:"owner,omitempty"` // acquire: the holder's name; forcerelease: the holder it removed
 	Call   int64  `json:"call,omitempty"`
 	Return int64  `json:"ret,omitempty"`
 	OK     bool   `json:"ok,omitempty"`
-	Maybe  bool   `json:"maybe,omitempty"`  // tried: failed with an unknown outcome (not a duplicate key); release: refused after a resend, so the first attempt may have released it
+	Maybe  bool   `json:"maybe,omitempty"`  // tried, enqueued, dequeued: the outcome is unknown (a failure other than a duplicate key, or a write concern error); purge: it failed; release (refused): an earlier attempt of it, whose reply was lost, may have released
 	Fence  int64  `json:"fence,omitempty"`  // acquire (0: not known), forcerelease: the stored fence
 	Until  int64  `json:"until,omitempty"`  // acquire, promise: the holder may act until then (ExpiresAt); 0: no promise
 	At     int64  `json:"at,omitempty"`     // promise: when the holder looked
@@ -37,20 +37,27 @@ type hevent struct {
 	Why    string `json:"why,omitempty"`    // lost: Err(); problem: what
 	Stall  int64  `json:"stall,omitempty"`  // lost: the process's worst scheduling stall in the last 2s (ns)
 	N      int64  `json:"n,omitempty"`      // purge: documents deleted
+
+	Heartbeat int64 `json:"hb,omitempty"` // enqueue: the waiter's heartbeat it writes (server time, unix ns)
 }
 
 // The ops:
 //
 //	acquire       an acquisition returned (OK) or failed; a lease's Until is its ExpiresAt then
 //	promise       a holder checked Lost and ExpiresAt before acting: it may act from At until Until
-//	release       a release (OK: succeeded; refused releases have OK false); Close's releases too
+//	release       a release (OK: succeeded; refused releases have OK false)
 //	releasing     a holder is about to call release: it stopped acting at Call (also if killed before it returns)
-//	stop          a release whose outcome is unknown: the holder stopped acting at Call
+//	stop          a release whose outcome is unknown, or a Close: the holder stopped acting at Call
 //	lost          a holder saw Lost closed (Return: when it closed)
 //	try, tried    a findAndModify (an acquisition's attempt) was sent, and its outcome
+//	enqueue       a fair waiter's findAndModify that queues Token (or refreshes its place) was sent
+//	enqueued      its outcome (OK: applied, the token is queued; neither OK nor Maybe: no document matched)
+//	dequeue       an update statement that takes Token out of the fair queue was sent (Kind self: the
+//	              waiter gives up; expired: another removes it as dead)
+//	dequeued      that update returned
 //	killed        the nemesis killed Proc
 //	forcerelease  an operator's ForceRelease of Key (Fence: the holder it removed, if any)
-//	purge         an operator's Purge
+//	purge         an operator's Purge (N: documents deleted; Maybe: it failed, and may have deleted some)
 //	problem       something a child saw go wrong (Why)
 
 // write is one write the resource accepted.
@@ -167,8 +174,9 @@ func spanKind(what string) string {
 // entitlementEnds returns, per token, the earliest moment its holder's
 // entitlement ended: it called release (or Close did), saw Lost close, or
 // an operator force-released it (the force-release names the holder it
-// removed by owner; every acquisition in the harness has an owner name of
-// its own).
+// removed by owner — every acquisition in the harness has an owner name of
+// its own — or, for a semaphore's or shared lock's document, by its mark:
+// then it removed every holder).
 func entitlementEnds(history []hevent) map[string]int64 {
 	end := map[string]int64{}
 	note := func(token string, t int64) {
@@ -412,8 +420,14 @@ func linearizabilityBudget() time.Duration {
 // This is sound: every linearization of the full history gives one of the
 // reduced history.
 //
-// A refused release is also excused when it was called after its lease's
-// last promised instant (an expired lease may be taken over, or purged),
+// A refused release is excused, too, when the library says an earlier
+// attempt of it, whose reply was lost, may have released the lock before
+// someone else took it (Maybe).
+//
+// A refused release is also excused when it may have taken effect after its
+// lease's last promised instant — it returned after it: a release delayed
+// (a paused server, a resend) may land after the lease expired, and an
+// expired lease may be taken over, or purged —
 // since the model does not see expiry.
 func historyOps(history []hevent) []porcupine.Operation {
 	const (
@@ -515,11 +529,8 @@ func historyOps(history []hevent) []porcupine.Operation {
 		if !ok {
 			return true // its acquisition is not in the history
 		}
-		if rel.Maybe {
-			return true // a resend after a lost reply: the first attempt may have released it
-		}
 		if u := until[rel.Token]; u != 0 && rel.Return >= u {
-			return true // it may have taken effect after its lease's last promise ran out
+			return true // it may have taken effect after its lease's last promise: the lease may have expired
 		}
 		from := begins(a)
 		for _, w := range unknown[rel.Key] {
@@ -545,7 +556,7 @@ func historyOps(history []hevent) []porcupine.Operation {
 		case e.Op == "release":
 			ops = append(ops, porcupine.Operation{
 				ClientId: client(e.Proc),
-				Input:    lockInput{op: "release", key: e.Key, token: e.Token, excused: !e.OK && excused(e)},
+				Input:    lockInput{op: "release", key: e.Key, token: e.Token, excused: !e.OK && (e.Maybe || excused(e))},
 				Call:     e.Call, Output: lockOutput{ok: e.OK}, Return: e.Return,
 			})
 		case e.Op == "forcerelease" && e.OK:
@@ -720,6 +731,12 @@ func TestExclusionCheck(t *testing.T) {
 		{"readers share", []hevent{kind(acq("a", 10, 100, 1), "reader"), kind(acq("b", 20, 100, 2), "reader"), kind(acq("c", 30, 100, 3), "reader")}, true},
 		{"a writer among readers", []hevent{kind(acq("a", 10, 100, 1), "reader"), kind(acq("w", 20, 100, 2), "writer")}, false},
 		{"a reader after the writer released", []hevent{kind(acq("w", 10, 100, 1), "writer"), {Proc: "w", Op: "release", Key: "k", Token: "w", Call: 40, Return: 45, OK: true}, kind(acq("a", 50, 200, 2), "reader")}, true},
+		{"readers force-released", []hevent{kind(acq("a", 10, 100, 1), "reader"), kind(acq("b", 20, 100, 2), "reader"),
+			{Proc: "op", Op: "forcerelease", Key: "k", Call: 40, Return: 45, OK: true, Fence: 2, Owner: "*shared"}, acq("c", 50, 200, 3)}, true},
+		{"readers force-released on another key", []hevent{kind(acq("a", 10, 100, 1), "reader"),
+			{Proc: "op", Op: "forcerelease", Key: "other", Call: 40, Return: 45, OK: true, Fence: 2, Owner: "*shared"}, acq("c", 50, 200, 3)}, false},
+		{"semaphore holders force-released", []hevent{kind(acq("a", 10, 100, 1), "entry"), kind(acq("b", 20, 100, 2), "entry"),
+			{Proc: "op", Op: "forcerelease", Key: "k", Call: 40, Return: 45, OK: true, Fence: 2, Owner: "*semaphore"}, acq("c", 50, 200, 3)}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -863,6 +880,35 @@ func TestMultiModel(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := porcupine.CheckOperations(multiModel, tt.ops); got != tt.ok {
+				t.Fatalf("linearizable = %v; want %v", got, tt.ok)
+			}
+		})
+	}
+	// The model does not see expiry, so a refused release is excused when
+	// it may have taken effect after the lease's last promised instant
+	// (historyOps): then the lease may have expired and been taken over,
+	// or purged, before the release landed.
+	lease := func(proc string, call, ret, fence, until int64) hevent {
+		return hevent{Proc: proc, Op: "acquire", Kind: "lease", Key: "k", Token: proc, Call: call, Return: ret, OK: true, Fence: fence, Until: until}
+	}
+	release := func(proc string, call, ret int64) hevent {
+		return hevent{Proc: proc, Op: "release", Key: "k", Token: proc, Call: call, Return: ret}
+	}
+	for _, tt := range []struct {
+		name    string
+		history []hevent
+		ok      bool
+	}{
+		{"a release delayed past the lease's expiry, refused after a takeover", []hevent{
+			lease("a", 0, 1, 10, 100), release("a", 50, 150), lease("b", 120, 130, 11, 300)}, true},
+		{"a release refused before the lease's expiry", []hevent{
+			lease("a", 0, 1, 10, 100), release("a", 50, 60), lease("b", 120, 130, 11, 300)}, false},
+		{"a release refused after an attempt whose reply was lost", []hevent{
+			lease("a", 0, 1, 10, 1000), lease("b", 52, 55, 11, 300),
+			{Proc: "a", Op: "release", Key: "k", Token: "a", Call: 50, Return: 60, Maybe: true}}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := porcupine.CheckOperations(multiModel, historyOps(tt.history)); got != tt.ok {
 				t.Fatalf("linearizable = %v; want %v", got, tt.ok)
 			}
 		})

@@ -74,15 +74,24 @@ const (
 var stressKeys = []string{"alpha", "beta", "gamma", "delta"}
 
 // The recipes' keys: a semaphore of stressLimit, a readers–writer lock,
-// an election. (The Python-style worker and the operators use them too.)
+// an election, a fair lock. (The Python-style worker meets the first two;
+// the operators and the closer all of them, the closer the fair lock with
+// Fair only, since a fair lock serves in arrival order only the
+// acquisitions that use Fair.)
 const (
 	semKey      = "sem"
 	rwKey       = "rw"
 	electKey    = "elect"
+	fairKey     = "fair"
 	stressLimit = 2
 )
 
-var recipeKeys = []string{semKey, rwKey, electKey}
+var recipeKeys = []string{semKey, rwKey, electKey, fairKey}
+
+// fairHeartbeat is how long a fair waiter of the harness's workers keeps
+// its place without refreshing it: the library's max(2s, 20 retry
+// intervals), with the workers' 20ms.
+const fairHeartbeat = 2 * time.Second
 
 // stressConfig sizes one run.
 type stressConfig struct {
@@ -253,21 +262,15 @@ func runStress(t *testing.T, cfg stressConfig) []string {
 	defer admin.Close(context.Background())
 
 	// Children.
-	type child struct {
-		cmd  *exec.Cmd
-		name string
-		done chan error
-		out  *strings.Builder
-	}
 	var (
-		children []*child
+		children []*stressChild
 		killed   = map[string]bool{}
 		nemesis  []hevent // kills, force-releases and purges, for the history
 		spawned  int
 		problems []string
 	)
 	deadline := time.Now().Add(cfg.duration)
-	spawn := func(slot int) *child {
+	spawn := func(slot int) *stressChild {
 		spawned++
 		name := fmt.Sprintf("p%d", spawned)
 		skew := cfg.skews[slot%len(cfg.skews)]
@@ -281,7 +284,7 @@ func runStress(t *testing.T, cfg stressConfig) []string {
 			"STRESS_UNTIL="+strconv.FormatInt(deadline.UnixNano(), 10),
 			"STRESS_SEED="+strconv.FormatUint(rng.Uint64(), 10),
 		)
-		c := &child{cmd: cmd, name: name, done: make(chan error, 1), out: &strings.Builder{}}
+		c := &stressChild{cmd: cmd, name: name, done: make(chan error, 1), out: &strings.Builder{}}
 		cmd.Stdout, cmd.Stderr = c.out, c.out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -299,8 +302,16 @@ func runStress(t *testing.T, cfg stressConfig) []string {
 	for time.Now().Add(1500 * time.Millisecond).Before(deadline) {
 		time.Sleep(time.Duration(300+rng.IntN(500)) * time.Millisecond)
 		switch f := rng.IntN(13); f {
-		case 0: // kill a child, start a replacement
-			i := rng.IntN(len(children))
+		case 0: // kill a child (half the time one with a fair waiter queued), start a replacement
+			// (The draws do not depend on what is queued, so that a seed
+			// replays the same faults.)
+			i, coin, pick := rng.IntN(len(children)), rng.IntN(2), rng.Uint64()
+			if coin == 0 {
+				if j, ok := fairWaiterChild(admin, children, pick); ok {
+					i = j
+					faults["kill a fair waiter"]++
+				}
+			}
 			victim := children[i]
 			killed[victim.name] = true
 			_ = victim.cmd.Process.Signal(syscall.SIGKILL)
@@ -366,12 +377,27 @@ func runStress(t *testing.T, cfg stressConfig) []string {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			call := now()
 			n, err := admin.Purge(ctx, 3*stressMaxClockError)
-			if err == nil {
-				nemesis = append(nemesis, hevent{Proc: "operator", Op: "purge", Call: call, Return: now(), N: n})
-				faults["purged documents"] += int(n)
-			}
+			// A failed Purge may have deleted documents all the same
+			// (checkFair needs to know: a deleted fair lock's waiters
+			// queue again).
+			nemesis = append(nemesis, hevent{Proc: "operator", Op: "purge", Call: call, Return: now(), N: n, Maybe: err != nil})
+			faults["purged documents"] += int(n)
 			cancel()
 			faults["purge"]++
+		}
+	}
+	// A last kill, of a child with a fair waiter queued (the first seen
+	// within a second): nobody may be left to remove that waiter, and the
+	// end check needs its place to stop counting by itself.
+	pick := rng.Uint64()
+	for watch := time.Now().Add(time.Second); time.Now().Before(watch); time.Sleep(20 * time.Millisecond) {
+		if i, ok := fairWaiterChild(admin, children, pick); ok {
+			killed[children[i].name] = true
+			_ = children[i].cmd.Process.Signal(syscall.SIGKILL)
+			nemesis = append(nemesis, hevent{Proc: children[i].name, Op: "killed", Return: now()})
+			faults["kill"]++
+			faults["kill a fair waiter"]++
+			break
 		}
 	}
 	srv.ResetFaults()
@@ -389,11 +415,22 @@ func runStress(t *testing.T, cfg stressConfig) []string {
 	t.Logf("faults injected: %v; processes: %d (%d killed)", faults, spawned, len(killed))
 
 	// After one expire period, no lock may be held.
+	stopped := time.Now()
 	time.Sleep(stressExpire + 200*time.Millisecond)
 	for _, k := range append(stressKeys, recipeKeys...) {
 		if held, err := admin.IsLocked(context.Background(), k); err != nil || held {
 			problems = append(problems, fmt.Sprintf("lock %q still held (err %v) one expire period after every worker stopped", k, err))
 		}
+	}
+	// Once the waiters' heartbeats surely ran out (written and judged
+	// with estimates within a clock error each), a fair acquisition that
+	// does not wait gets the fair lock: the waiters left in its queue —
+	// killed, or whose leaving failed — no longer count.
+	time.Sleep(time.Until(stopped.Add(fairHeartbeat + 2*stressMaxClockError + 200*time.Millisecond)))
+	if left, err := fairReclaimed(admin); err != nil {
+		problems = append(problems, err.Error())
+	} else {
+		t.Logf("fair lock: %d waiters left queued when every worker stopped, no longer counted", left)
 	}
 
 	writeHistory(t, filepath.Join(dir, "nemesis.jsonl"), nemesis)
@@ -410,7 +447,73 @@ func runStress(t *testing.T, cfg stressConfig) []string {
 	problems = append(problems, checkWrites(history, accepted)...)
 	problems = append(problems, checkLost(history)...)
 	problems = append(problems, checkLinearizable(t, history)...)
+	problems = append(problems, checkFairOrder(t, history)...)
 	return problems
+}
+
+// checkFairOrder runs checkFair and the fair queue's model, and logs what
+// checkFair saw.
+func checkFairOrder(t *testing.T, history []hevent) []string {
+	problems, st := checkFair(history)
+	t.Logf("fair lock: %v", st)
+	return append(problems, checkFairLinearizable(t, history)...)
+}
+
+// fairReclaimed checks that a fair acquisition that does not wait gets
+// the fair lock (and releases it), and returns how many waiters were
+// queued before it.
+func fairReclaimed(c *mongolock.Client) (left int, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var waiters []string
+	if info, err := c.Info(ctx, fairKey); err == nil {
+		for _, w := range info.Waiters() {
+			waiters = append(waiters, fmt.Sprintf("%s (heartbeat until %s)", w.Owner, w.Expire.Format("15:04:05.000")))
+		}
+	} else if !errors.Is(err, mongolock.ErrNotFound) {
+		return 0, fmt.Errorf("lock %q: Info: %v", fairKey, err)
+	}
+	l, err := c.TryAcquire(ctx, fairKey, mongolock.Fair())
+	if err != nil {
+		return len(waiters), fmt.Errorf("lock %q: a fair TryAcquire one heartbeat after every worker stopped: %v (queued: %v)", fairKey, err, waiters)
+	}
+	if err := l.Release(ctx); err != nil {
+		return len(waiters), fmt.Errorf("lock %q: releasing the fair TryAcquire's lease: %v", fairKey, err)
+	}
+	return len(waiters), nil
+}
+
+// stressChild is a child process of the harness.
+type stressChild struct {
+	cmd  *exec.Cmd
+	name string
+	done chan error
+	out  *strings.Builder
+}
+
+// fairWaiterChild picks (by pick, a random number) one of children that
+// has a waiter queued for the fair lock (workers name their fair waiters
+// "<child>-f-..." and closers' "<child>-closer-...").
+func fairWaiterChild(admin *mongolock.Client, children []*stressChild, pick uint64) (int, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	info, err := admin.Info(ctx, fairKey)
+	if err != nil {
+		return 0, false
+	}
+	var with []int
+	for i, c := range children {
+		for _, w := range info.Waiters() {
+			if strings.HasPrefix(w.Owner, c.name+"-") {
+				with = append(with, i)
+				break
+			}
+		}
+	}
+	if len(with) == 0 {
+		return 0, false
+	}
+	return with[pick%uint64(len(with))], true
 }
 
 // countOps summarizes a history: how many events of each op (and kind).
@@ -481,6 +584,7 @@ func TestStressRecheck(t *testing.T) {
 	problems = append(problems, checkExclusion(history)...)
 	problems = append(problems, checkLost(history)...)
 	problems = append(problems, checkLinearizable(t, history)...)
+	problems = append(problems, checkFairOrder(t, history)...)
 	for _, p := range problems {
 		t.Error(p)
 	}

@@ -122,7 +122,11 @@ func (w *stressWorker) run(g int, rng *rand.Rand) {
 	for n := 0; time.Now().Before(w.until); n++ {
 		key := pickStressKey(rng)
 		if rng.IntN(3) == 0 {
-			w.recipe(rng, res, fmt.Sprintf("%s-r-%d-%d", w.name, g, n))
+			if rng.IntN(2) == 0 {
+				w.fair(rng, res, fmt.Sprintf("%s-f-%d-%d", w.name, g, n))
+			} else {
+				w.recipe(rng, res, fmt.Sprintf("%s-r-%d-%d", w.name, g, n))
+			}
 			continue
 		}
 		if rng.IntN(20) == 0 {
@@ -215,6 +219,39 @@ func (w *stressWorker) recipe(rng *rand.Rand, res *resourceConn, owner string) {
 		return
 	}
 	w.record(hevent{Op: "acquire", Kind: kind, Key: key, Token: l.Token(), Owner: l.Owner(), Call: call, Return: ret, OK: true, Fence: l.Fence(), Until: untilOf(l)})
+	w.hold(rng, res, l, key, kind, mode)
+}
+
+// fair waits for the fair lock (Fair) — until a random Timeout, so that
+// some waiters give up and leave the queue — and then acts as recipe does
+// (promises checked against Lost and ExpiresAt, writes to the resource)
+// and releases. When each waiter joined the queue, and left it, the
+// command monitor records (tryLog): checkFair needs it.
+func (w *stressWorker) fair(rng *rand.Rand, res *resourceConn, owner string) {
+	opts := []mongolock.LockOption{mongolock.Fair(), mongolock.Owner(owner),
+		mongolock.Expire(stressExpire + time.Duration(rng.IntN(1000))*time.Microsecond),
+		mongolock.Timeout(300*time.Millisecond + time.Duration(rng.IntN(1700))*time.Millisecond)}
+	if rng.IntN(7) == 0 {
+		opts = append(opts, mongolock.KeepAlive(false))
+	}
+	actx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	call := now()
+	l, err := w.c.Acquire(actx, fairKey, opts...)
+	ret := now()
+	cancel()
+	if err != nil {
+		w.record(hevent{Op: "acquire", Kind: "fair", Key: fairKey, Call: call, Return: ret})
+		return
+	}
+	w.record(hevent{Op: "acquire", Kind: "fair", Key: fairKey, Token: l.Token(), Owner: l.Owner(), Call: call, Return: ret, OK: true, Fence: l.Fence(), Until: untilOf(l)})
+	w.hold(rng, res, l, fairKey, "fair", "exclusive")
+}
+
+// hold acts as a holder of l (kind for the history, mode for the
+// resource): one to three times it checks the contract — Lost open, before
+// ExpiresAt — records the promise and writes to the resource; then it
+// releases l.
+func (w *stressWorker) hold(rng *rand.Rand, res *resourceConn, l *mongolock.Lease, key, kind, mode string) {
 	defer w.watchLost(l)()
 	for range 1 + rng.IntN(3) {
 		at := now()
@@ -235,11 +272,11 @@ func (w *stressWorker) recipe(rng *rand.Rand, res *resourceConn, owner string) {
 		w.record(hevent{Op: "lost", Key: key, Token: l.Token(), Return: w.lostAt(l), Expiry: untilOf(l), Why: fmt.Sprint(l.Err()), Stall: w.stalls.worst()})
 	default:
 	}
-	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	call = now()
+	rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	call := now()
 	w.record(hevent{Op: "releasing", Key: key, Token: l.Token(), Call: call})
-	err = l.Release(rctx)
-	ret = now()
+	err := l.Release(rctx)
+	ret := now()
 	cancel()
 	w.recordRelease(key, l.Token(), call, ret, err)
 }
@@ -304,12 +341,13 @@ func (w *stressWorker) lease(rng *rand.Rand, key string, res *resourceConn) {
 }
 
 // recordRelease records a release: done or refused (for the model), or,
-// when its outcome is unknown, only that the holder stopped acting.
+// when its outcome is unknown, only that the holder stopped acting. A
+// refusal after an attempt whose reply was lost is marked Maybe: that
+// attempt may have released the lock before someone else took it, which
+// the library cannot tell apart from a takeover and says so (Lease.Release).
 func (w *stressWorker) recordRelease(key, token string, call, ret int64, err error) {
 	if err == nil || errors.Is(err, mongolock.ErrNotHeld) {
-		// Refused after a resend (an attempt's reply was lost): the first
-		// attempt may have released the lock before another took it.
-		maybe := err != nil && strings.Contains(err.Error(), "earlier attempt")
+		maybe := err != nil && strings.Contains(err.Error(), "may have released it first")
 		w.record(hevent{Op: "release", Key: key, Token: token, Call: call, Return: ret, OK: err == nil, Maybe: maybe})
 		return
 	}
@@ -426,6 +464,11 @@ func (w *stressWorker) closer(rng *rand.Rand, owner string) {
 	var wg sync.WaitGroup
 	for i := range k {
 		results[i] = result{key: pickStressKey(rng), owner: fmt.Sprintf("%s-%d", owner, i)}
+		opts := []mongolock.LockOption{mongolock.Owner(results[i].owner), mongolock.Expire(stressExpire), mongolock.Timeout(200 * time.Millisecond)}
+		if rng.IntN(5) == 0 {
+			// A fair waiter that Close makes give up (and leave the queue).
+			results[i].key, opts = fairKey, append(opts, mongolock.Fair())
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -433,7 +476,7 @@ func (w *stressWorker) closer(rng *rand.Rand, owner string) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
 			r.call = now()
-			l, err := c.Acquire(ctx, r.key, mongolock.Owner(r.owner), mongolock.Expire(stressExpire), mongolock.Timeout(200*time.Millisecond))
+			l, err := c.Acquire(ctx, r.key, opts...)
 			r.ret = now()
 			if err == nil {
 				r.l, r.until = l, untilOf(l)
@@ -452,15 +495,12 @@ func (w *stressWorker) closer(rng *rand.Rand, owner string) {
 			continue
 		}
 		w.record(hevent{Op: "acquire", Kind: "closer", Key: r.key, Token: r.l.Token(), Owner: r.owner, Call: r.call, Return: r.ret, OK: true, Fence: r.l.Fence(), Until: r.until})
-		// Close releases its leases in one write and does not say which
-		// it found still held: the holder stopped acting, and whether
-		// each release took effect is checked below (nothing is held once
-		// Close returned nil), not assumed.
-		why := "closed"
-		if cerr != nil {
-			why = cerr.Error()
-		}
-		w.record(hevent{Op: "stop", Key: r.key, Token: r.l.Token(), Call: call, Return: ret, Why: why})
+		// The holder stopped acting when Close was called. Close does not
+		// say whether its release of this lease matched (an operator may
+		// have force-released it, or it may have been lost, before): it
+		// promises only that nothing is held once it returned nil, which
+		// is checked below. So this is no release for the model.
+		w.record(hevent{Op: "stop", Key: r.key, Token: r.l.Token(), Call: call, Return: ret, Why: fmt.Sprintf("closed (%v)", cerr)})
 	}
 	if cerr != nil {
 		return
@@ -520,25 +560,40 @@ func (w *stressWorker) lostAt(l *mongolock.Lease) int64 {
 	return math.MaxInt64
 }
 
-// tryLog records every findAndModify the library sends (each is one try of
-// an acquisition, see store.acquire) through the driver's command monitor:
-// a "try" line before it is sent and a "tried" line with its outcome —
-// taken, refused (a duplicate key: the lock is held, nothing was written),
-// or unknown (any other failure: it may have been applied). A try cut
-// short by SIGKILL has no "tried" line. It also remembers, per owner name,
-// how many tries were sent and the token of the last one taken.
+// tryLog records, through the driver's command monitor, every
+// findAndModify the library sends that is one try of an acquisition (see
+// store.acquire): a "try" line before it is sent and a "tried" line with
+// its outcome — taken, refused (a duplicate key: the lock is held, nothing
+// was written), or unknown (any other failure, or a write concern error:
+// it may have been applied). A try cut short by SIGKILL has no "tried"
+// line. It also remembers, per owner name, how many tries were sent and
+// the token of the last one taken.
+//
+// For the fair lock it records when each waiter joined the queue and left
+// it: an "enqueue" line for each findAndModify that queues a token (or
+// refreshes its place: store.enqueue), with the heartbeat it writes, and
+// an "enqueued" line with its outcome — applied (the document returned
+// has the token queued), not applied (no document matched), or unknown;
+// a "dequeue" line for each statement of an update that takes a token out
+// of the queue (store.dequeue: the waiter itself giving up, or another
+// removing it as dead), and a "dequeued" line when the update returned.
 type tryLog struct {
 	record func(hevent)
 
-	mu     sync.Mutex
-	tries  map[string]int    // owner -> tries sent
-	tokens map[string]string // owner -> token of its last try taken
-	owners map[int64]string  // request ID -> owner, until it ends
-	toks   map[int64]string  // request ID -> token, until it ends
+	mu       sync.Mutex
+	tries    map[string]int    // owner -> tries sent
+	tokens   map[string]string // owner -> token of its last try taken
+	inflight map[int64]logged  // request ID -> what it is, until it ends
+}
+
+// logged is a command tryLog recorded the start of.
+type logged struct {
+	op           string // "try", "enqueue" or "dequeue"
+	owner, token string // a try's; an enqueue's token
 }
 
 func newTryLog(record func(hevent)) *tryLog {
-	return &tryLog{record: record, tries: map[string]int{}, tokens: map[string]string{}, owners: map[int64]string{}, toks: map[int64]string{}}
+	return &tryLog{record: record, tries: map[string]int{}, tokens: map[string]string{}, inflight: map[int64]logged{}}
 }
 
 func (m *tryLog) tokenOf(owner string) string {
@@ -554,60 +609,141 @@ func (m *tryLog) triesOf(owner string) int {
 }
 
 func (m *tryLog) monitor() *driverevent.CommandMonitor {
-	const cmd = "findAndModify"
 	id := func(n int64) string { return strconv.FormatInt(n, 10) }
 	return &driverevent.CommandMonitor{
 		Started: func(_ context.Context, e *driverevent.CommandStartedEvent) {
-			if e.CommandName != cmd {
+			switch e.CommandName {
+			case "findAndModify":
+				m.startedFindAndModify(e)
+			case "update":
+				m.startedUpdate(e)
+			}
+		},
+		Succeeded: func(_ context.Context, e *driverevent.CommandSucceededEvent) {
+			m.mu.Lock()
+			c, ok := m.inflight[e.RequestID]
+			delete(m.inflight, e.RequestID)
+			if ok && c.op == "try" {
+				m.tokens[c.owner] = c.token
+			}
+			m.mu.Unlock()
+			if !ok {
 				return
 			}
-			key, _ := e.Command.Lookup("query", "_id").StringValueOK()
-			token, _ := e.Command.Lookup("update", "$set", "token").StringValueOK()
-			owner, _ := e.Command.Lookup("update", "$set", "owner").StringValueOK()
-			if token == "*semaphore" || token == "*shared" { // the marks of a semaphore and a shared lock
-				// A holder entry: its token is in the path it sets.
-				if set, ok := e.Command.Lookup("update", "$set").DocumentOK(); ok {
-					if elems, err := set.Elements(); err == nil {
-						for _, el := range elems {
-							if t, ok := strings.CutPrefix(el.Key(), "holders."); ok {
-								token = t
-								owner, _ = el.Value().Document().Lookup("owner").StringValueOK()
-							}
-						}
+			_, wce := e.Reply.Lookup("writeConcernError").DocumentOK()
+			switch c.op {
+			case "try":
+				m.record(hevent{Op: "tried", ID: id(e.RequestID), Return: now(), OK: !wce, Maybe: wce})
+			case "enqueue":
+				applied := false
+				if order, ok := e.Reply.Lookup("value", "order").ArrayOK(); ok {
+					vals, _ := order.Values()
+					for _, v := range vals {
+						applied = applied || v.StringValue() == c.token
+					}
+				}
+				m.record(hevent{Op: "enqueued", ID: id(e.RequestID), Return: now(), OK: applied && !wce, Maybe: wce})
+			case "dequeue":
+				n, _ := e.Reply.Lookup("n").AsInt64OK()
+				m.record(hevent{Op: "dequeued", ID: id(e.RequestID), Return: now(), OK: n > 0, Maybe: wce})
+			}
+		},
+		Failed: func(_ context.Context, e *driverevent.CommandFailedEvent) {
+			m.mu.Lock()
+			c, ok := m.inflight[e.RequestID]
+			delete(m.inflight, e.RequestID)
+			m.mu.Unlock()
+			switch {
+			case !ok:
+			case c.op == "try":
+				var de driver.Error
+				refused := errors.As(e.Failure, &de) && de.Code == 11000
+				m.record(hevent{Op: "tried", ID: id(e.RequestID), Return: now(), Maybe: !refused})
+			default:
+				m.record(hevent{Op: c.op + "d", ID: id(e.RequestID), Return: now(), Maybe: true})
+			}
+		},
+	}
+}
+
+// startedFindAndModify records a try of an acquisition, or a fair
+// waiter's enqueue.
+func (m *tryLog) startedFindAndModify(e *driverevent.CommandStartedEvent) {
+	id := strconv.FormatInt(e.RequestID, 10)
+	key, _ := e.Command.Lookup("query", "_id").StringValueOK()
+	if token, ok := e.Command.Lookup("update", "$addToSet", "order").StringValueOK(); ok {
+		// store.enqueue: the heartbeat is queue.<token>.expire.
+		hb, _ := e.Command.Lookup("update", "$set", "queue."+token, "expire").DateTimeOK()
+		m.mu.Lock()
+		m.inflight[e.RequestID] = logged{op: "enqueue", token: token}
+		m.mu.Unlock()
+		m.record(hevent{Op: "enqueue", ID: id, Key: key, Token: token, Call: now(), Heartbeat: hb * int64(time.Millisecond)})
+		return
+	}
+	token, _ := e.Command.Lookup("update", "$set", "token").StringValueOK()
+	owner, _ := e.Command.Lookup("update", "$set", "owner").StringValueOK()
+	if token == "*semaphore" || token == "*shared" { // the marks of a semaphore and a shared lock
+		// A holder entry: its token is in the path it sets.
+		if set, ok := e.Command.Lookup("update", "$set").DocumentOK(); ok {
+			if elems, err := set.Elements(); err == nil {
+				for _, el := range elems {
+					if t, ok := strings.CutPrefix(el.Key(), "holders."); ok {
+						token = t
+						owner, _ = el.Value().Document().Lookup("owner").StringValueOK()
 					}
 				}
 			}
-			m.mu.Lock()
-			m.tries[owner]++
-			m.owners[e.RequestID], m.toks[e.RequestID] = owner, token
-			m.mu.Unlock()
-			m.record(hevent{Op: "try", ID: id(e.RequestID), Key: key, Token: token, Owner: owner, Call: now()})
-		},
-		Succeeded: func(_ context.Context, e *driverevent.CommandSucceededEvent) {
-			if e.CommandName != cmd {
-				return
-			}
-			m.mu.Lock()
-			if owner, ok := m.owners[e.RequestID]; ok {
-				m.tokens[owner] = m.toks[e.RequestID]
-			}
-			delete(m.owners, e.RequestID)
-			delete(m.toks, e.RequestID)
-			m.mu.Unlock()
-			m.record(hevent{Op: "tried", ID: id(e.RequestID), Return: now(), OK: true})
-		},
-		Failed: func(_ context.Context, e *driverevent.CommandFailedEvent) {
-			if e.CommandName != cmd {
-				return
-			}
-			m.mu.Lock()
-			delete(m.owners, e.RequestID)
-			delete(m.toks, e.RequestID)
-			m.mu.Unlock()
-			var de driver.Error
-			refused := errors.As(e.Failure, &de) && de.Code == 11000
-			m.record(hevent{Op: "tried", ID: id(e.RequestID), Return: now(), Maybe: !refused})
-		},
+		}
+	}
+	kind := ""
+	if _, ok := e.Command.Lookup("update", "$pull", "order").StringValueOK(); ok {
+		kind = "fair" // store.acquireFair: it leaves the queue as it takes the lock
+	}
+	m.mu.Lock()
+	m.tries[owner]++
+	m.inflight[e.RequestID] = logged{op: "try", owner: owner, token: token}
+	m.mu.Unlock()
+	m.record(hevent{Op: "try", ID: id, Key: key, Token: token, Owner: owner, Kind: kind, Call: now()})
+}
+
+// startedUpdate records the statements of an update that take a token out
+// of a fair queue ($pull from order): the waiter's own (its filter names
+// it in order) or another's, removing it as dead (its filter is on the
+// token's heartbeat).
+func (m *tryLog) startedUpdate(e *driverevent.CommandStartedEvent) {
+	updates, ok := e.Command.Lookup("updates").ArrayOK()
+	if !ok {
+		return
+	}
+	stmts, _ := updates.Values()
+	var dequeues []hevent
+	for _, st := range stmts {
+		doc, ok := st.DocumentOK()
+		if !ok {
+			continue
+		}
+		token, ok := doc.Lookup("u", "$pull", "order").StringValueOK()
+		if !ok {
+			continue
+		}
+		q := doc.Lookup("q").Document()
+		key, _ := q.Lookup("_id").StringValueOK()
+		kind := "self"
+		if strings.Contains(q.String(), `"queue.`+token+`.expire"`) {
+			kind = "expired"
+		}
+		dequeues = append(dequeues, hevent{Op: "dequeue", ID: strconv.FormatInt(e.RequestID, 10), Key: key, Token: token, Kind: kind})
+	}
+	if len(dequeues) == 0 {
+		return
+	}
+	m.mu.Lock()
+	m.inflight[e.RequestID] = logged{op: "dequeue"}
+	m.mu.Unlock()
+	call := now()
+	for _, d := range dequeues {
+		d.Call = call
+		m.record(d)
 	}
 }
 
