@@ -259,6 +259,13 @@ func (k *keeper) renewGroup(ctx context.Context, d time.Duration, group []*Lease
 		retryLater()
 		return
 	}
+	// From here on the server may hold the lock for these tokens past
+	// what the leases know: if one is lost at its deadline, it gives the
+	// lock back (giveBackLost). Marked before the send, not after a
+	// failure, which ends with rctx at the very deadline.
+	for _, l := range group {
+		l.markUnsure()
+	}
 	expire, n, err := c.store.renewMany(rctx, keys, tokens, multi, now, d)
 	if err != nil {
 		// Also when the outcome is unknown: resending is harmless, as a

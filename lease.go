@@ -30,10 +30,15 @@ type Lease struct {
 	nextRenew  time.Time     // local reading when keep-alive renews it next
 	timer      *time.Timer   // calls lose at deadline
 	state      leaseState
-	err        error         // why it was lost
-	pendingErr error         // a loss noticed while a release was in flight
-	lostAt     time.Time     // local reading when it was lost
-	onLost     []func(error) // called once when it is lost
+	err        error     // why it was lost
+	pendingErr error     // a loss noticed while a release was in flight
+	lostAt     time.Time // local reading when it was lost
+	// unsure: a renewal was sent, so the server may keep the lock for
+	// this token past deadline (an applied renewal whose reply was lost,
+	// or that was delayed past the deadline, wrote an expiry the lease
+	// never learned of); a loss at the deadline then gives the lock back.
+	unsure bool
+	onLost []func(error) // called once when it is lost
 }
 
 // leaseState is where a lease is in its life. A lease that is lost (err
@@ -155,11 +160,50 @@ func (l *Lease) expired() {
 func (l *Lease) loseIfPast() bool {
 	l.mu.Lock()
 	passed := l.err == nil && l.state != leaseReleased && !l.deadline.IsZero() && !l.c.cfg.now().Before(l.deadline)
+	giveBack := passed && l.unsure && l.state == leaseHeld
+	if giveBack {
+		l.unsure = false
+	}
 	l.mu.Unlock()
+	if giveBack {
+		// Handed to the Client before lose untracks the lease, so that
+		// Close either still finds the lease to release or waits for this.
+		l.giveBackLost()
+	}
 	if passed {
 		l.lose(fmt.Errorf("%w: %q was not renewed before it expired", ErrLost, l.key))
 	}
 	return passed
+}
+
+// markUnsure records that a renewal of the lease is being sent: it may be
+// applied without the lease learning of it.
+func (l *Lease) markUnsure() {
+	l.mu.Lock()
+	l.unsure = true
+	l.mu.Unlock()
+}
+
+// giveBackLost releases, by token and in the background, a lease lost at
+// its deadline after a renewal was sent. A renewal whose reply was lost, or
+// that is still on its way, may have
+// been applied — even after the deadline, if it was delayed on its way —
+// and moved the stored expiry past what the lease knew: the lock would stay
+// held under a token its holder has given up on, for up to one period, and
+// past Close. The release matches only this token, so it cannot free a
+// lock someone else took meanwhile; with MinHold it keeps the lock held
+// until the minimum has passed, as Release does. Close waits for it.
+func (l *Lease) giveBackLost() {
+	c, key, token, multi, created, minHold := l.c, l.key, l.token, l.multi, l.created, l.minHold
+	c.background(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, abandonTimeout)
+		defer cancel()
+		if multi {
+			_, _, _ = c.releaseEntry(ctx, key, token, false)
+			return
+		}
+		_, _, _ = c.releaseToken(ctx, key, token, created, minHold)
+	})
 }
 
 // lose marks the lease lost for the reason err (once), closes Lost and
@@ -325,6 +369,7 @@ func (l *Lease) Renew(ctx context.Context, d time.Duration) error {
 		return fmt.Errorf("mongolock: renewing %q: %w (%w)", l.key, ErrNotHeld, lostErr)
 	}
 	var now serverTime
+	l.markUnsure() // see renewGroup
 	ok, _, err := l.c.retry(ctx, func(ctx context.Context) (bool, error) {
 		var err error
 		if now, err = l.c.clock.Now(ctx); err != nil {

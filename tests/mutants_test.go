@@ -94,6 +94,8 @@ var mutants = []mutant{
 		keep()`, "^TestCloseRacingAcquisitions$", nil},
 	{"Close does not wake waiting acquisitions", "acquire.go",
 		`		case <-c.closing:`, `		case <-(chan struct{})(nil):`, "^TestCloseRacingAcquisitions$", nil},
+	{"a lease lost after a renewal was sent does not give the lock back", "lease.go",
+		`	giveBack := passed && l.unsure && l.state == leaseHeld`, `	giveBack := false`, "^TestLostAfterAppliedRenewal$", nil},
 	// 9, 10. The clock.
 	{"waiting for another caller's clock sample ignores ctx", "clock.go",
 		`			case <-ctx.Done():

@@ -968,3 +968,60 @@ func TestFencesAcrossPythonPurgeForceRelease(t *testing.T) {
 		}
 	})
 }
+
+// TestLostAfterAppliedRenewal: a keep-alive renewal that the server applies
+// but whose reply comes after the lease's deadline moves the stored expiry
+// past what the lease knows. The lease is lost at its deadline (its holder
+// stops), and the lock must not stay held under its token: it is given
+// back, and once Close returns nil it is free — for the exclusive lock, a
+// semaphore's entry and a reader's entry alike.
+func TestLostAfterAppliedRenewal(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		opts  []mongolock.LockOption
+		probe []mongolock.LockOption // another Client's acquisition that the lease excludes
+	}{
+		{"exclusive", nil, nil},
+		{"semaphore entry", []mongolock.LockOption{mongolock.Limit(1)}, []mongolock.LockOption{mongolock.Limit(1)}},
+		{"reader", []mongolock.LockOption{mongolock.Shared()}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := mongolocktest.Start(t)
+			if !srv.CanInjectFaults() {
+				t.Skip("needs the embedded server's fault injection")
+			}
+			c, err := mongolock.Connect(testCtx(t), srv.URI(), mongolock.WithDatabase(srv.Database()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			other := newClient(t, srv)
+			const period = 2 * time.Second
+			l, err := c.TryAcquire(testCtx(t), "k", append([]mongolock.LockOption{mongolock.Expire(period)}, tt.opts...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The first renewal (a third of the period in) is applied at
+			// once; its reply comes after the deadline.
+			srv.DelayNext(1, "update", 0, 2*period)
+			select {
+			case <-l.Lost():
+			case <-time.After(4 * period):
+				t.Fatal("the lease was not lost although no renewal's reply came before its deadline")
+			}
+			cctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if err := c.Close(cctx); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			// The late renewal wrote an expiry two thirds of a period past
+			// the deadline: without the give-back, this is refused.
+			p, err := other.TryAcquire(testCtx(t), "k", append([]mongolock.LockOption{mongolock.Expire(time.Minute)}, tt.probe...)...)
+			if err != nil {
+				t.Fatalf("after the lease was lost and its Client closed, the lock is still held: %v", err)
+			}
+			if p.Fence() <= l.Fence() {
+				t.Errorf("fence %d after the lost lease's %d; want it higher", p.Fence(), l.Fence())
+			}
+		})
+	}
+}
