@@ -117,17 +117,7 @@ func (s *store) acquire(ctx context.Context, key, owner, token string, now serve
 		{Key: "$max", Value: bson.D{{Key: fieldFence, Value: fence}}},
 		stampAcquired,
 	}
-	opts := options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.Before)
-	raw, err := s.coll.FindOneAndUpdate(ctx, filter, update, opts).Raw()
-	switch {
-	case err == nil:
-		return decodeLock(key, raw)
-	case errors.Is(err, mongo.ErrNoDocuments):
-		return nil, nil // inserted
-	case mongo.IsDuplicateKeyError(err):
-		return nil, errHeld
-	}
-	return nil, ctxFail(ctx, err)
+	return s.upsert(ctx, key, filter, update)
 }
 
 // raiseFence sets the fence of a lock held with token to at least fence
@@ -641,17 +631,7 @@ func (s *store) acquireEntry(ctx context.Context, key, owner, token string, now 
 		{Key: "$max", Value: bson.D{{Key: fieldExpire, Value: docExp}, {Key: fieldFence, Value: fence}}},
 		stampAcquired,
 	}
-	opts := options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.Before)
-	raw, err := s.coll.FindOneAndUpdate(ctx, recipeGuarded(key, conds...), update, opts).Raw()
-	switch {
-	case err == nil:
-		return decodeLock(key, raw)
-	case errors.Is(err, mongo.ErrNoDocuments):
-		return nil, nil // inserted
-	case mongo.IsDuplicateKeyError(err):
-		return nil, errHeld
-	}
-	return nil, ctxFail(ctx, err)
+	return s.upsert(ctx, key, recipeGuarded(key, conds...), update)
 }
 
 // removeEntries removes, in one round trip (an ordered bulk write of two
@@ -818,17 +798,7 @@ func (s *store) acquireFair(ctx context.Context, key, owner, token string, now s
 		{Key: "$unset", Value: bson.D{{Key: queuePath(token), Value: ""}}},
 		stampAcquired,
 	}
-	opts := options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.Before)
-	raw, err := s.coll.FindOneAndUpdate(ctx, filter, update, opts).Raw()
-	switch {
-	case err == nil:
-		return decodeLock(key, raw)
-	case errors.Is(err, mongo.ErrNoDocuments):
-		return nil, nil
-	case mongo.IsDuplicateKeyError(err):
-		return nil, errHeld
-	}
-	return nil, ctxFail(ctx, err)
+	return s.upsert(ctx, key, filter, update)
 }
 
 // enqueue puts token at the back of key's fair queue unless it is there
@@ -899,13 +869,21 @@ func (s *store) acquireValue(ctx context.Context, key, owner, token string, now 
 		{Key: "$max", Value: bson.D{{Key: fieldFence, Value: fence}}},
 		stampAcquired,
 	}
+	return s.upsert(ctx, key, filter, update)
+}
+
+// upsert applies update to key's document if it matches filter, or inserts
+// one (upsert) if there is none, and returns the document as it was before:
+// nil when it was inserted. A document that exists but does not match
+// makes the insert collide on _id: that is errHeld.
+func (s *store) upsert(ctx context.Context, key string, filter, update bson.D) (*lockDoc, error) {
 	opts := options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.Before)
 	raw, err := s.coll.FindOneAndUpdate(ctx, filter, update, opts).Raw()
 	switch {
 	case err == nil:
 		return decodeLock(key, raw)
 	case errors.Is(err, mongo.ErrNoDocuments):
-		return nil, nil
+		return nil, nil // inserted
 	case mongo.IsDuplicateKeyError(err):
 		return nil, errHeld
 	}
