@@ -129,10 +129,18 @@ func (s *store) raiseFence(ctx context.Context, key, token string, fence int64, 
 	if !renew.IsZero() {
 		raise = append(raise, bson.E{Key: fieldExpire, Value: renew})
 	}
-	raw, err := s.coll.FindOneAndUpdate(ctx,
+	return s.raise(ctx, key,
 		guarded(key, bson.D{{Key: fieldToken, Value: token}}, bson.D{{Key: fieldLocked, Value: true}}),
+		raise, options.After)
+}
+
+// raise applies {$max: raise} (and the acquired stamp) to key's document
+// if it matches filter, and returns its fence before or after (when).
+// ok is false when nothing matched.
+func (s *store) raise(ctx context.Context, key string, filter, raise bson.D, when options.ReturnDocument) (fence int64, ok bool, err error) {
+	raw, err := s.coll.FindOneAndUpdate(ctx, filter,
 		bson.D{{Key: "$max", Value: raise}, stampAcquired},
-		options.FindOneAndUpdate().SetReturnDocument(options.After)).Raw()
+		options.FindOneAndUpdate().SetReturnDocument(when)).Raw()
 	switch {
 	case errors.Is(err, mongo.ErrNoDocuments):
 		return 0, false, nil
@@ -721,21 +729,7 @@ func (s *store) raiseEntryFence(ctx context.Context, key, token string, fence in
 	if !renew.IsZero() {
 		raise = append(raise, bson.E{Key: holderField(token, entryExpire), Value: renew}, bson.E{Key: fieldExpire, Value: renew})
 	}
-	raw, err := s.coll.FindOneAndUpdate(ctx,
-		recipeGuarded(key, ofRecipe(), exists(holderPath(token), true)),
-		bson.D{{Key: "$max", Value: raise}, stampAcquired},
-		options.FindOneAndUpdate().SetReturnDocument(options.Before)).Raw()
-	switch {
-	case errors.Is(err, mongo.ErrNoDocuments):
-		return 0, false, nil
-	case err != nil:
-		return 0, false, ctxFail(ctx, err)
-	}
-	d, err := decodeLock(key, raw)
-	if err != nil {
-		return 0, false, err
-	}
-	return d.Fence, true, nil
+	return s.raise(ctx, key, recipeGuarded(key, ofRecipe(), exists(holderPath(token), true)), raise, options.Before)
 }
 
 // markWriter records (or refreshes) a writer's intent on a shared lock:
