@@ -454,7 +454,11 @@ func notHeldWhy(unknown bool) string {
 // over by another holder after it expired, deleted, released elsewhere, or
 // not renewed before its expiry (judged on the local clock against the
 // server-time expiry less the clock margin, so it closes even if the server
-// never answers). Err then says why. Release does not close it.
+// never answers). Err then says why. Release does not close it. A lease
+// lost at its expiry after a renewal of it was sent gives its lock back, by
+// token and in the background (Close waits for that): the renewal may have
+// been applied without its reply arriving, and would otherwise leave the
+// lock held under a token nobody uses.
 func (l *Lease) Lost() <-chan struct{} { return l.lost }
 
 // Err returns nil while the lease is held (or after it was released), and an
