@@ -356,8 +356,28 @@ func TestRecipesKeepAlive(t *testing.T) {
 			t.Fatalf("%s: Renew: %v", l.Key(), err)
 		}
 	}
+	// A period a loaded machine cannot miss, so that only ForceRelease
+	// can take sem away (a lease lost at its expiry gives its entry back
+	// itself, which would hide a ForceRelease that left it).
+	if err := sem.Renew(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := c.ForceRelease(ctx, "sem"); err != nil {
 		t.Fatal(err)
+	}
+	if h := mustInfo(t, c, "sem").Holders(); len(h) != 0 {
+		t.Fatalf("holders after ForceRelease: %+v; want none", h)
+	}
+	// The semaphore is free for two new holders, and once the document is
+	// a semaphore's again, the old holder's entry does not come back.
+	c2 := newClient(t, srv)
+	for i := range 2 {
+		if _, err := c2.TryAcquire(ctx, "sem", mongolock.Limit(2), mongolock.Expire(time.Minute)); err != nil {
+			t.Fatalf("acquisition %d after ForceRelease: %v; want the semaphore (its old holder's entry must not count)", i+1, err)
+		}
+	}
+	if err := sem.Renew(ctx, time.Minute); !errors.Is(err, mongolock.ErrNotHeld) {
+		t.Fatalf("Renew after ForceRelease: %v; want ErrNotHeld", err)
 	}
 	select {
 	case <-sem.Lost():
@@ -373,7 +393,6 @@ func TestRecipesKeepAlive(t *testing.T) {
 	if err := c.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	c2 := newClient(t, srv)
 	if locked, err := c2.IsLocked(ctx, "rd"); locked || err != nil {
 		t.Fatalf("a reader still holds after Close: %v, %v", locked, err)
 	}
