@@ -78,7 +78,7 @@ func (c *collection) Query(ctx context.Context, params *backends.QueryParams) (*
 	// mongolock patch: push _id down whatever other fields the filter has,
 	// not only when it is exactly {_id: ...}; see idFilterValue.
 	if v := idFilterValue(params.Filter); v != nil {
-		whereClause = fmt.Sprintf(` WHERE %s = ?`, metadata.IDColumn)
+		whereClause = fmt.Sprintf(` WHERE %s = ?`, meta.IDExpr())
 		args = []any{string(must.NotFail(sjson.MarshalSingleValue(v)))}
 	}
 
@@ -131,7 +131,7 @@ func (c *collection) InsertAll(ctx context.Context, params *backends.InsertAllPa
 			i := min(batchSize, len(docs))
 			batch, docs = docs[:i], docs[i:]
 
-			q, args, err := prepareInsertStatement(meta.TableName, meta.Capped(), batch)
+			q, args, err := prepareInsertStatement(meta.TableName, meta.Capped(), meta.Settings.IDValueColumn, batch)
 			if err != nil {
 				return lazyerrors.Error(err)
 			}
@@ -177,7 +177,8 @@ func (c *collection) UpdateAll(ctx context.Context, params *backends.UpdateAllPa
 		return &res, nil
 	}
 
-	q := fmt.Sprintf(`UPDATE %q SET %s = ? WHERE %s = ?`, meta.TableName, metadata.DefaultColumn, metadata.IDColumn)
+	// mongolock patch: see metadata.IDValueColumn.
+	q := fmt.Sprintf(`UPDATE %q SET %s = ? WHERE %s = ?`, meta.TableName, metadata.DefaultColumn, meta.IDExpr())
 
 	update := func(e execer) error {
 		for _, doc := range params.Docs {
@@ -249,7 +250,7 @@ func (c *collection) DeleteAll(ctx context.Context, params *backends.DeleteAllPa
 			args[i] = string(must.NotFail(sjson.MarshalSingleValue(id)))
 		}
 
-		column = metadata.IDColumn
+		column = meta.IDExpr() // mongolock patch: see metadata.IDValueColumn
 	} else {
 		placeholders = make([]string, len(params.RecordIDs))
 		args = make([]any, len(params.RecordIDs))
@@ -307,7 +308,7 @@ func (c *collection) Explain(ctx context.Context, params *backends.ExplainParams
 	// mongolock patch: the same as in Query.
 	if v := idFilterValue(params.Filter); v != nil {
 		filterPushdown = true
-		whereClause = fmt.Sprintf(` WHERE %s = ?`, metadata.IDColumn)
+		whereClause = fmt.Sprintf(` WHERE %s = ?`, meta.IDExpr())
 		args = []any{string(must.NotFail(sjson.MarshalSingleValue(v)))}
 	}
 
