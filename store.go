@@ -44,9 +44,28 @@ func nullOr(field string, cond bson.D) bson.D {
 	}}}
 }
 
+// shapeGuardRaw is shapeGuard with each clause encoded once: the driver
+// appends a RawValue's bytes as they are (the bytes it would encode from the
+// clause), instead of encoding the guard's twelve small documents, with a
+// codec lookup for every value, for every write.
+var shapeGuardRaw = rawClauses(shapeGuard)
+
+// rawClauses returns clauses, documents, encoded once each.
+func rawClauses(clauses bson.A) bson.A {
+	raw := make(bson.A, len(clauses))
+	for i, c := range clauses {
+		b, err := bson.Marshal(c)
+		if err != nil {
+			panic(fmt.Sprintf("mongolock: encoding the shape guard: %v", err))
+		}
+		raw[i] = bson.RawValue{Type: bson.TypeEmbeddedDocument, Value: b}
+	}
+	return raw
+}
+
 func guarded(key string, conds ...bson.D) bson.D {
-	and := make(bson.A, 0, len(shapeGuard)+len(conds))
-	and = append(and, shapeGuard...)
+	and := make(bson.A, 0, len(shapeGuardRaw)+len(conds))
+	and = append(and, shapeGuardRaw...)
 	for _, c := range conds {
 		and = append(and, c)
 	}

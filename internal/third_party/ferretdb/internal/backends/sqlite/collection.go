@@ -78,7 +78,7 @@ func (c *collection) Query(ctx context.Context, params *backends.QueryParams) (*
 	// mongolock patch: push _id down whatever other fields the filter has,
 	// not only when it is exactly {_id: ...}; see idFilterValue.
 	if v := idFilterValue(params.Filter); v != nil {
-		whereClause = fmt.Sprintf(` WHERE %s = ?`, metadata.IDColumn)
+		whereClause = fmt.Sprintf(` WHERE %s = ?`, meta.IDExpr())
 		args = []any{string(must.NotFail(sjson.MarshalSingleValue(v)))}
 	}
 
@@ -90,7 +90,17 @@ func (c *collection) Query(ctx context.Context, params *backends.QueryParams) (*
 		args = append(args, params.Limit)
 	}
 
-	rows, err := db.QueryContext(ctx, q, args...)
+	// mongolock patch: a query by _id reads at most one row, by the unique
+	// index; see boundedContext.
+	queryCtx := ctx
+	if whereClause != "" {
+		var err error
+		if queryCtx, err = boundedContext(ctx); err != nil {
+			return nil, err
+		}
+	}
+
+	rows, err := db.QueryContext(queryCtx, q, args...)
 	if err != nil {
 		return nil, lazyerrors.Error(err)
 	}
@@ -131,7 +141,7 @@ func (c *collection) InsertAll(ctx context.Context, params *backends.InsertAllPa
 			i := min(batchSize, len(docs))
 			batch, docs = docs[:i], docs[i:]
 
-			q, args, err := prepareInsertStatement(meta.TableName, meta.Capped(), batch)
+			q, args, err := prepareInsertStatement(meta.TableName, meta.Capped(), meta.Settings.IDValueColumn, batch)
 			if err != nil {
 				return lazyerrors.Error(err)
 			}
@@ -177,9 +187,10 @@ func (c *collection) UpdateAll(ctx context.Context, params *backends.UpdateAllPa
 		return &res, nil
 	}
 
-	q := fmt.Sprintf(`UPDATE %q SET %s = ? WHERE %s = ?`, meta.TableName, metadata.DefaultColumn, metadata.IDColumn)
+	// mongolock patch: see metadata.IDValueColumn.
+	q := fmt.Sprintf(`UPDATE %q SET %s = ? WHERE %s = ?`, meta.TableName, metadata.DefaultColumn, meta.IDExpr())
 
-	update := func(e execer) error {
+	update := func(ctx context.Context, e execer) error {
 		for _, doc := range params.Docs {
 			b, err := sjson.Marshal(doc)
 			if err != nil {
@@ -207,12 +218,18 @@ func (c *collection) UpdateAll(ctx context.Context, params *backends.UpdateAllPa
 		return nil
 	}
 
-	// mongolock patch: see execer.
+	// mongolock patch: see execer. A single UPDATE by _id changes at most
+	// one row, found by the unique index; see boundedContext.
 	var err error
 	if len(params.Docs) == 1 {
-		err = update(db)
+		var stmtCtx context.Context
+		if stmtCtx, err = boundedContext(ctx); err != nil {
+			return nil, err
+		}
+
+		err = update(stmtCtx, db)
 	} else {
-		err = db.InTransaction(ctx, func(tx *fsql.Tx) error { return update(tx) })
+		err = db.InTransaction(ctx, func(tx *fsql.Tx) error { return update(ctx, tx) })
 	}
 
 	if err != nil {
@@ -249,7 +266,7 @@ func (c *collection) DeleteAll(ctx context.Context, params *backends.DeleteAllPa
 			args[i] = string(must.NotFail(sjson.MarshalSingleValue(id)))
 		}
 
-		column = metadata.IDColumn
+		column = meta.IDExpr() // mongolock patch: see metadata.IDValueColumn
 	} else {
 		placeholders = make([]string, len(params.RecordIDs))
 		args = make([]any, len(params.RecordIDs))
@@ -307,7 +324,7 @@ func (c *collection) Explain(ctx context.Context, params *backends.ExplainParams
 	// mongolock patch: the same as in Query.
 	if v := idFilterValue(params.Filter); v != nil {
 		filterPushdown = true
-		whereClause = fmt.Sprintf(` WHERE %s = ?`, metadata.IDColumn)
+		whereClause = fmt.Sprintf(` WHERE %s = ?`, meta.IDExpr())
 		args = []any{string(must.NotFail(sjson.MarshalSingleValue(v)))}
 	}
 
@@ -567,6 +584,24 @@ func (c *collection) DropIndexes(ctx context.Context, params *backends.DropIndex
 // several statements atomic.
 type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// boundedContext returns ctx without its cancellation, for a statement
+// that finds at most one row by a unique index (a query or an update by
+// _id), or ctx's error if ctx is already done.
+//
+// mongolock patch: for a statement with a context that can be canceled, the
+// SQLite driver starts a goroutine that waits for the cancellation, to
+// interrupt the statement, and database/sql starts another for a query's
+// rows; such a statement takes microseconds, and those goroutines cost a few
+// each (creating them, and waking an idle thread to run them). A request
+// that is canceled before the statement starts still fails at once.
+func boundedContext(ctx context.Context) (context.Context, error) {
+	if err := context.Cause(ctx); err != nil {
+		return nil, lazyerrors.Error(err)
+	}
+
+	return context.WithoutCancel(ctx), nil
 }
 
 // mongolock patch: idFilterValue returns the value of filter's top-level _id

@@ -27,7 +27,11 @@ import (
 // prepareInsertStatement returns a statement and arguments for inserting the given documents.
 //
 // If capped is true, it returns a statement and arguments for inserting record IDs and documents.
-func prepareInsertStatement(tableName string, capped bool, docs []*types.Document) (string, []any, error) {
+//
+// mongolock patch: if idValue is true, the statement also sets
+// metadata.IDValueColumn to the metadata.IDColumn expression evaluated on
+// each document, by SQLite, as the expression index did upstream.
+func prepareInsertStatement(tableName string, capped, idValue bool, docs []*types.Document) (string, []any, error) {
 	var args []any
 	rows := make([]string, len(docs))
 
@@ -37,26 +41,37 @@ func prepareInsertStatement(tableName string, capped bool, docs []*types.Documen
 			return "", nil, lazyerrors.Error(err)
 		}
 
-		if capped {
-			rows[i] = "(?, ?)"
-			args = append(args, doc.RecordID(), string(b))
+		var row string
 
-			continue
+		if capped {
+			row = "(?, ?"
+			args = append(args, doc.RecordID(), string(b))
+		} else {
+			row = "(?"
+			args = append(args, string(b))
 		}
 
-		rows[i] = "(?)"
-		args = append(args, string(b))
+		if idValue {
+			// the parameter just bound, by number
+			row += fmt.Sprintf(", ?%d->'_id'", len(args))
+		}
+
+		rows[i] = row + ")"
 	}
 
-	columns := metadata.DefaultColumn
+	columns := []string{metadata.DefaultColumn}
 	if capped {
-		columns = strings.Join([]string{metadata.RecordIDColumn, metadata.DefaultColumn}, ", ")
+		columns = []string{metadata.RecordIDColumn, metadata.DefaultColumn}
+	}
+
+	if idValue {
+		columns = append(columns, metadata.IDValueColumn)
 	}
 
 	return fmt.Sprintf(
 		`INSERT INTO %q (%s) VALUES %s`,
 		tableName,
-		columns,
+		strings.Join(columns, ", "),
 		strings.Join(rows, ", "),
 	), args, nil
 }

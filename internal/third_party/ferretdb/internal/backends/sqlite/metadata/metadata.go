@@ -36,6 +36,18 @@ const (
 	// whole table instead of using the index.
 	IDColumn = DefaultColumn + "->'_id'"
 
+	// IDValueColumn is the name of the column that holds IDColumn's value,
+	// in the collections that have it (Settings.IDValueColumn).
+	//
+	// mongolock patch: it is written once, by the INSERT, as IDColumn
+	// evaluated on the inserted document, and never updated: _id is
+	// immutable, and UpdateAll rewrites only the document whose _id matches
+	// it. The unique _id index is on this column instead of on the IDColumn
+	// expression, so an UPDATE of DefaultColumn no longer parses the old and
+	// the new document (the expression index's key on both rows) only to
+	// find the same _id; that was half of SQLite's time on an UPDATE.
+	IDValueColumn = backends.ReservedPrefix + "id"
+
 	// RecordIDColumn is a name for RecordID column to store capped collection record id.
 	RecordIDColumn = backends.ReservedPrefix + "record_id"
 )
@@ -53,6 +65,19 @@ type Collection struct {
 // Capped returns true if collection is capped.
 func (c Collection) Capped() bool {
 	return c.Settings.CappedSize > 0
+}
+
+// IDExpr returns the SQL expression for the stored documents' _id: the
+// IDValueColumn column if the collection has it, and the IDColumn
+// expression otherwise (collections created before that column existed).
+//
+// mongolock patch: every query on _id uses it; see IDValueColumn.
+func (c Collection) IDExpr() string {
+	if c.Settings.IDValueColumn {
+		return IDValueColumn
+	}
+
+	return IDColumn
 }
 
 // deepCopy returns a deep copy.

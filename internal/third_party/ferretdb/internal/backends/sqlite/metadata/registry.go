@@ -289,14 +289,30 @@ func (r *Registry) collectionCreate(ctx context.Context, params *CollectionCreat
 		q += fmt.Sprintf("%s INTEGER PRIMARY KEY, ", RecordIDColumn)
 	}
 
-	q += fmt.Sprintf("%[1]s TEXT NOT NULL CHECK(%[1]s != '')) STRICT", DefaultColumn)
+	q += fmt.Sprintf("%[1]s TEXT NOT NULL CHECK(%[1]s != '')", DefaultColumn)
+
+	// mongolock patch: see IDValueColumn. Documents have an _id (the
+	// InsertAll contract), so it is never NULL; NOT NULL makes the INSERT of
+	// an earlier version, which does not set it, fail instead of adding a
+	// document that queries by _id would not find.
+	q += fmt.Sprintf(", %s TEXT NOT NULL) STRICT", IDValueColumn)
 
 	if _, err = db.ExecContext(ctx, q); err != nil {
 		return false, lazyerrors.Error(err)
 	}
 
+	settings := Settings{
+		UUID:            uuid.NewString(),
+		CappedSize:      params.CappedSize,
+		CappedDocuments: params.CappedDocuments,
+		IDValueColumn:   true,
+	}
+
+	// mongolock patch: the settings are stored with the collection, not
+	// only by indexesCreate below (upstream stored "{}" here): a table with
+	// IDValueColumn must never be read as one without it.
 	q = fmt.Sprintf("INSERT INTO %q (name, table_name, settings) VALUES (?, ?, ?)", metadataTableName)
-	if _, err = db.ExecContext(ctx, q, collectionName, tableName, "{}"); err != nil {
+	if _, err = db.ExecContext(ctx, q, collectionName, tableName, settings); err != nil {
 		_, _ = db.ExecContext(ctx, fmt.Sprintf("DROP TABLE %q", tableName))
 		return false, lazyerrors.Error(err)
 	}
@@ -307,11 +323,7 @@ func (r *Registry) collectionCreate(ctx context.Context, params *CollectionCreat
 	r.colls[dbName][collectionName] = &Collection{
 		Name:      collectionName,
 		TableName: tableName,
-		Settings: Settings{
-			UUID:            uuid.NewString(),
-			CappedSize:      params.CappedSize,
-			CappedDocuments: params.CappedDocuments,
-		},
+		Settings:  settings,
 	}
 
 	err = r.indexesCreate(ctx, dbName, collectionName, []IndexInfo{{
@@ -482,6 +494,12 @@ func (r *Registry) indexesCreate(ctx context.Context, dbName, collectionName str
 			}
 
 			columns[i] = fmt.Sprintf("%s->%s", DefaultColumn, strings.Join(fields, "->"))
+
+			// mongolock patch: the column holds the same value; see
+			// IDValueColumn.
+			if key.Field == "_id" && c.Settings.IDValueColumn {
+				columns[i] = IDValueColumn
+			}
 			if key.Descending {
 				columns[i] += " DESC"
 			}

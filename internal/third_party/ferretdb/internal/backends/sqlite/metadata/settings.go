@@ -29,6 +29,15 @@ type Settings struct {
 	Indexes         []IndexInfo `json:"indexes"`
 	CappedSize      int64       `json:"cappedSize"`
 	CappedDocuments int64       `json:"cappedDocuments"`
+
+	// IDValueColumn is true if the collection's table has the IDValueColumn
+	// column, which holds every document's _id and is indexed instead of the
+	// IDColumn expression. Collections created before it (in data
+	// directories of earlier versions) do not have it and keep working
+	// with the expression.
+	//
+	// mongolock patch: see IDValueColumn.
+	IDValueColumn bool `json:"idValueColumn,omitempty"`
 }
 
 // IndexInfo represents information about a single index.
@@ -61,6 +70,7 @@ func (s Settings) deepCopy() Settings {
 		Indexes:         indexes,
 		CappedSize:      s.CappedSize,
 		CappedDocuments: s.CappedDocuments,
+		IDValueColumn:   s.IDValueColumn,
 	}
 }
 
