@@ -126,13 +126,7 @@ func (s *store) acquire(ctx context.Context, key, owner, token string, now serve
 		bson.D{{Key: fieldToken, Value: token}},
 	}}})
 	update := bson.D{
-		{Key: "$set", Value: bson.D{
-			{Key: fieldLocked, Value: true},
-			{Key: fieldOwner, Value: owner},
-			{Key: fieldCreated, Value: now.at},
-			{Key: fieldExpire, Value: expireValue(now.at, expire)},
-			{Key: fieldToken, Value: token},
-		}},
+		takeSet(owner, token, now, expire),
 		{Key: "$max", Value: bson.D{{Key: fieldFence, Value: fence}}},
 		stampAcquired,
 	}
@@ -799,13 +793,7 @@ func (s *store) acquireFair(ctx context.Context, key, owner, token string, now s
 			bson.D{{Key: fieldToken, Value: token}},
 		}}})
 	update := bson.D{
-		{Key: "$set", Value: bson.D{
-			{Key: fieldLocked, Value: true},
-			{Key: fieldOwner, Value: owner},
-			{Key: fieldCreated, Value: now.at},
-			{Key: fieldExpire, Value: expireValue(now.at, expire)},
-			{Key: fieldToken, Value: token},
-		}},
+		takeSet(owner, token, now, expire),
 		{Key: "$max", Value: bson.D{{Key: fieldFence, Value: fence}}},
 		{Key: "$pull", Value: bson.D{{Key: fieldOrder, Value: token}}},
 		{Key: "$unset", Value: bson.D{{Key: queuePath(token), Value: ""}}},
@@ -871,18 +859,25 @@ func (s *store) acquireValue(ctx context.Context, key, owner, token string, now 
 		bson.D{{Key: fieldToken, Value: token}},
 	}}})
 	update := bson.D{
-		{Key: "$set", Value: bson.D{
-			{Key: fieldLocked, Value: true},
-			{Key: fieldOwner, Value: owner},
-			{Key: fieldCreated, Value: now.at},
-			{Key: fieldExpire, Value: expireValue(now.at, expire)},
-			{Key: fieldToken, Value: token},
-			{Key: fieldValue, Value: bson.D{{Key: entryToken, Value: token}, {Key: entryValue, Value: value}}},
-		}},
+		takeSet(owner, token, now, expire,
+			bson.E{Key: fieldValue, Value: bson.D{{Key: entryToken, Value: token}, {Key: entryValue, Value: value}}}),
 		{Key: "$max", Value: bson.D{{Key: fieldFence, Value: fence}}},
 		stampAcquired,
 	}
 	return s.upsert(ctx, key, filter, update)
+}
+
+// takeSet is the $set of an exclusive acquisition: the lock is token's,
+// for owner, created now and expiring expire later; extra fields follow.
+func takeSet(owner, token string, now serverTime, expire time.Duration, extra ...bson.E) bson.E {
+	set := bson.D{
+		{Key: fieldLocked, Value: true},
+		{Key: fieldOwner, Value: owner},
+		{Key: fieldCreated, Value: now.at},
+		{Key: fieldExpire, Value: expireValue(now.at, expire)},
+		{Key: fieldToken, Value: token},
+	}
+	return bson.E{Key: "$set", Value: append(set, extra...)}
 }
 
 // upsert applies update to key's document if it matches filter, or inserts
