@@ -275,7 +275,7 @@ func (k *keeper) renewGroup(ctx context.Context, d time.Duration, group []*Lease
 	}
 	if n == int64(len(group)) {
 		for _, l := range group {
-			l.renewed(now, d, 0)
+			_, _, _ = l.renewed(now, d, 0)
 		}
 		return
 	}
@@ -300,7 +300,7 @@ func (k *keeper) renewGroup(ctx context.Context, d time.Duration, group []*Lease
 			l.lose(fmt.Errorf("%w: %q was released elsewhere", ErrLost, l.key))
 		case doc.Expire.IsZero() || !doc.Expire.Before(expire):
 			// Held, with an expiry at least the one this renewal wrote.
-			l.renewed(now, d, 0)
+			_, _, _ = l.renewed(now, d, 0)
 		default:
 			l.lose(fmt.Errorf("%w: %q expired before it could be renewed", ErrLost, l.key))
 		}
@@ -322,7 +322,7 @@ func (k *keeper) entryFate(l *Lease, doc *lockDoc, now serverTime, d time.Durati
 	case e == nil || doc.kind == "":
 		l.lose(fmt.Errorf("%w: %q was released elsewhere, or expired and was removed", ErrLost, l.key))
 	case e.Expire.IsZero() || !e.Expire.Before(expire):
-		l.renewed(now, d, 0)
+		_, _, _ = l.renewed(now, d, 0)
 	default:
 		l.lose(fmt.Errorf("%w: %q expired before it could be renewed", ErrLost, l.key))
 	}

@@ -254,13 +254,19 @@ func (l *Lease) whenLost(f func(error)) {
 // replies arrive, but each one leaves the stored expiry at least where it
 // put it ($max), so the deadline only moves later: the latest deadline any
 // applied renewal allows. If period is not zero, it becomes the lease's
-// period (Renew); keep-alive renewals leave the period alone.
-func (l *Lease) renewed(now serverTime, d, period time.Duration) (startKeepAlive bool) {
+// period (Renew); keep-alive renewals leave the period alone. held is false,
+// and nothing changes, if the lease was lost or released meanwhile (the
+// renewal's reply came too late): err then says why.
+func (l *Lease) renewed(now serverTime, d, period time.Duration) (held, startKeepAlive bool, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.err != nil || l.state != leaseHeld {
-		return false
+	switch {
+	case l.err != nil:
+		return false, false, l.err
+	case l.state != leaseHeld:
+		return false, false, errors.New("released")
 	}
+	held = true
 	if period > 0 {
 		startKeepAlive = l.period == 0 && l.keepAlive
 		l.period = period
@@ -270,7 +276,7 @@ func (l *Lease) renewed(now serverTime, d, period time.Duration) (startKeepAlive
 	}
 	l.nextRenew = now.local.Add(renewEvery(l.period))
 	l.armTimer()
-	return startKeepAlive
+	return held, startKeepAlive, nil
 }
 
 // beginRelease claims the lease for a release (the holder's or Close's).
@@ -351,7 +357,9 @@ func (l *Lease) ExpiresAt() time.Time {
 // expiry has run out (Release frees the lock at once). Renew returns an
 // error matching ErrNotHeld if the lease was released, or expired before
 // the renewal reached the server, or was taken over — then the lease is
-// lost, and Err says why.
+// lost, and Err says why — and also if the renewal was applied but its
+// reply came after the lease's deadline: the lease was lost then, and gives
+// the lock back (see Lost).
 func (l *Lease) Renew(ctx context.Context, d time.Duration) error {
 	if err := l.c.checkOpen(); err != nil {
 		return err
@@ -386,7 +394,13 @@ func (l *Lease) Renew(ctx context.Context, d time.Duration) error {
 		l.lose(err)
 		return fmt.Errorf("mongolock: renewing %q: %w (%w)", l.key, ErrNotHeld, err)
 	}
-	if l.renewed(now, d, d) {
+	held, start, why := l.renewed(now, d, d)
+	if !held {
+		// Applied, but its reply came after the lease was lost (at its
+		// deadline: the lock is being given back) or released.
+		return fmt.Errorf("mongolock: renewing %q: %w (%w)", l.key, ErrNotHeld, why)
+	}
+	if start {
 		l.c.keeper.add(l)
 	}
 	return nil

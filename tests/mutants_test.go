@@ -95,7 +95,11 @@ var mutants = []mutant{
 	{"Close does not wake waiting acquisitions", "acquire.go",
 		`		case <-c.closing:`, `		case <-(chan struct{})(nil):`, "^TestCloseRacingAcquisitions$", nil},
 	{"a lease lost after a renewal was sent does not give the lock back", "lease.go",
-		`	giveBack := passed && l.unsure && l.state == leaseHeld`, `	giveBack := false`, "^TestLostAfterAppliedRenewal$", nil},
+		`	giveBack := passed && l.unsure && l.state == leaseHeld`, `	giveBack := false`, "^(TestLostAfterAppliedRenewal|TestRenewReplyAfterDeadline)$", nil},
+	{"Renew reports success for a lease lost before its reply came", "lease.go",
+		`	if !held {
+		// Applied`, `	if !held && false {
+		// Applied`, "^TestRenewReplyAfterDeadline$", nil},
 	// 9, 10. The clock.
 	{"waiting for another caller's clock sample ignores ctx", "clock.go",
 		`			case <-ctx.Done():

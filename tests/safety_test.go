@@ -1025,3 +1025,40 @@ func TestLostAfterAppliedRenewal(t *testing.T) {
 		})
 	}
 }
+
+// TestRenewReplyAfterDeadline: a user's Renew that the server applies but
+// whose reply comes after the lease's deadline does not report success for
+// a lease that was lost meanwhile: it returns ErrNotHeld, Err says the lease
+// was lost, and the lock, which the renewal kept held on the server, is
+// given back (free for another Client once Close returned).
+func TestRenewReplyAfterDeadline(t *testing.T) {
+	srv := mongolocktest.Start(t)
+	if !srv.CanInjectFaults() {
+		t.Skip("needs the embedded server's fault injection")
+	}
+	c, err := mongolock.Connect(testCtx(t), srv.URI(), mongolock.WithDatabase(srv.Database()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := newClient(t, srv)
+	l, err := c.TryAcquire(testCtx(t), "k", mongolock.Expire(time.Second), mongolock.KeepAlive(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.DelayNext(1, "update", 0, 3*time.Second)
+	err = l.Renew(testCtx(t), time.Minute)
+	if !errors.Is(err, mongolock.ErrNotHeld) {
+		t.Fatalf("Renew whose reply came after the deadline = %v; want ErrNotHeld", err)
+	}
+	if !errors.Is(l.Err(), mongolock.ErrLost) {
+		t.Fatalf("Err = %v; want ErrLost", l.Err())
+	}
+	cctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.Close(cctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, err := other.TryAcquire(testCtx(t), "k"); err != nil {
+		t.Fatalf("the renewed lock of a lost lease is still held after Close: %v", err)
+	}
+}
