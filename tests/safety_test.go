@@ -990,11 +990,7 @@ func TestLostAfterAppliedRenewal(t *testing.T) {
 			if !srv.CanInjectFaults() {
 				t.Skip("needs the embedded server's fault injection")
 			}
-			c, err := mongolock.Connect(testCtx(t), srv.URI(), mongolock.WithDatabase(srv.Database()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			other := newClient(t, srv)
+			c, other := newClient(t, srv), newClient(t, srv)
 			const period = 2 * time.Second
 			l, err := c.TryAcquire(testCtx(t), "k", append([]mongolock.LockOption{mongolock.Expire(period)}, tt.opts...)...)
 			if err != nil {
@@ -1008,17 +1004,9 @@ func TestLostAfterAppliedRenewal(t *testing.T) {
 			case <-time.After(4 * period):
 				t.Fatal("the lease was not lost although no renewal's reply came before its deadline")
 			}
-			cctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			if err := c.Close(cctx); err != nil {
-				t.Fatalf("Close: %v", err)
-			}
 			// The late renewal wrote an expiry two thirds of a period past
-			// the deadline: without the give-back, this is refused.
-			p, err := other.TryAcquire(testCtx(t), "k", append([]mongolock.LockOption{mongolock.Expire(time.Minute)}, tt.probe...)...)
-			if err != nil {
-				t.Fatalf("after the lease was lost and its Client closed, the lock is still held: %v", err)
-			}
+			// the deadline: without the give-back, the lock is still held.
+			p := freeAfterClose(t, c, other, "k", tt.probe...)
 			if p.Fence() <= l.Fence() {
 				t.Errorf("fence %d after the lost lease's %d; want it higher", p.Fence(), l.Fence())
 			}
@@ -1036,11 +1024,7 @@ func TestRenewReplyAfterDeadline(t *testing.T) {
 	if !srv.CanInjectFaults() {
 		t.Skip("needs the embedded server's fault injection")
 	}
-	c, err := mongolock.Connect(testCtx(t), srv.URI(), mongolock.WithDatabase(srv.Database()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	other := newClient(t, srv)
+	c, other := newClient(t, srv), newClient(t, srv)
 	l, err := c.TryAcquire(testCtx(t), "k", mongolock.Expire(time.Second), mongolock.KeepAlive(false))
 	if err != nil {
 		t.Fatal(err)
@@ -1053,12 +1037,22 @@ func TestRenewReplyAfterDeadline(t *testing.T) {
 	if !errors.Is(l.Err(), mongolock.ErrLost) {
 		t.Fatalf("Err = %v; want ErrLost", l.Err())
 	}
+	freeAfterClose(t, c, other, "k")
+}
+
+// freeAfterClose closes c, which took key in a lease that was lost, and
+// requires that another Client (other) can then take key with probe: a
+// lost lease leaves nothing held once its Client's Close returned nil.
+func freeAfterClose(t *testing.T, c, other *mongolock.Client, key string, probe ...mongolock.LockOption) *mongolock.Lease {
+	t.Helper()
 	cctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := c.Close(cctx); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if _, err := other.TryAcquire(testCtx(t), "k"); err != nil {
-		t.Fatalf("the renewed lock of a lost lease is still held after Close: %v", err)
+	l, err := other.TryAcquire(testCtx(t), key, append([]mongolock.LockOption{mongolock.Expire(time.Minute)}, probe...)...)
+	if err != nil {
+		t.Fatalf("after the lease was lost and its Client closed, %q is still held: %v", key, err)
 	}
+	return l
 }
